@@ -1,0 +1,33 @@
+"""ssad: self-supervised anomaly detection for images, as scikit-learn estimators.
+
+Every detector follows scikit-learn's outlier-detector contract:
+``score_samples`` is higher for more normal samples, ``predict`` returns +1
+for inliers and -1 for outliers.
+"""
+
+from ssad.base import BaseDetector
+from ssad.features import DINOFeatures, MAEFeatures, TimmFeatures
+from ssad.scoring import (
+    CosineKernelScorer,
+    FilteredFit,
+    GaussianScorer,
+    GMMOutlierFilter,
+    KMeansScorer,
+    KNNScorer,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BaseDetector",
+    "CosineKernelScorer",
+    "DINOFeatures",
+    "FilteredFit",
+    "GMMOutlierFilter",
+    "GaussianScorer",
+    "KMeansScorer",
+    "KNNScorer",
+    "MAEFeatures",
+    "TimmFeatures",
+    "__version__",
+]

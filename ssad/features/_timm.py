@@ -1,0 +1,366 @@
+"""Frozen timm backbones as scikit-learn transformers: images in, embeddings out."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from tqdm.auto import tqdm
+
+from ssad._images import ImageSet, Preprocessor, check_images
+from ssad._persistence import TorchStateMixin
+from ssad.backbones import (
+    POOLINGS,
+    autocast,
+    check_pooling,
+    create_backbone,
+    data_config,
+    pooled_features,
+)
+from ssad.base import DEVICE_CONSTRAINT, resolve_device
+
+__all__ = ["DINOFeatures", "MAEFeatures", "TimmFeatures"]
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+class TimmFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TorchStateMixin, BaseEstimator):
+    """Embeddings of images from a frozen timm backbone.
+
+    A scikit-learn transformer: ``fit`` loads the model (it learns nothing
+    from ``X``), ``transform`` maps images to a float32 ``(n, d)`` array, so
+    it composes with the scorers in :mod:`ssad.scoring` in a
+    :class:`~sklearn.pipeline.Pipeline`.
+
+    Parameters
+    ----------
+    backbone : str
+        A timm model name, with an optional pretrained tag
+        (``"vit_small_patch16_224.dino"``).
+    pretrained : bool, default=True
+        Load the tag's pretrained weights (timm hub, or the local Hugging
+        Face cache when offline).  Ignored when ``checkpoint_path`` is set.
+    checkpoint_path : str or path-like, default=None
+        Local weights file (.pth/.pt/.bin/.safetensors) to load instead.
+    pooling : {"cls", "mean", "cls+mean"}, default="cls"
+        How token outputs become one vector: the class token, the mean of the
+        patch tokens, or both concatenated.  CNNs support only ``"mean"``
+        (global average pooling).
+    layers : list of int, default=None
+        Pool the outputs of these blocks (negative = from the end) and
+        concatenate them, instead of the final normalised output.
+    image_size : int or (int, int), default=None
+        Model input size; default: the backbone's pretrained config.  Images
+        are resized to it (no crop).
+    batch_size : int, default=64
+        Images per forward pass.
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"}, default="auto"
+        Where the model runs; ``"auto"`` picks CUDA when available.
+    precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Autocast dtype; ``"auto"`` is bfloat16 on CUDA, float32 otherwise.
+    verbose : int, default=0
+        Show a progress bar when > 0.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The backbone in eval mode, on ``device_``.
+    device_ : torch.device
+        The resolved device.
+    preprocessor_ : ssad._images.Preprocessor
+        Resize / normalisation from the backbone's timm data config.
+    n_features_out_ : int
+        Embedding dimension.
+
+    See Also
+    --------
+    DINOFeatures : defaults of the DINO ViT-S/16.
+    MAEFeatures : defaults of the MAE ViT-B/16.
+    ssad.scoring.GaussianScorer : a scorer to put behind it.
+
+    Notes
+    -----
+    Features are computed under :func:`torch.inference_mode` with the model
+    in eval mode.  Accepted image forms are those of
+    :func:`ssad._images.check_images`: uint8 or [0, 1] float arrays
+    ``(n, H, W[, C])``, tensors ``(n, C, H, W)``, lists of PIL images or of
+    file paths.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ssad import TimmFeatures
+    >>> X = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    >>> feats = TimmFeatures("test_vit", pretrained=False, image_size=32).fit(X)
+    >>> feats.transform(X).shape
+    (4, 64)
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        "backbone": [str],
+        "pretrained": ["boolean"],
+        "checkpoint_path": [str, os.PathLike, None],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "layers": [list, tuple, None],
+        "image_size": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list, None],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "device": DEVICE_CONSTRAINT,
+        "precision": [StrOptions(set(PRECISIONS))],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone: str,
+        *,
+        pretrained: bool = True,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        pooling: str = "cls",
+        layers: list[int] | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        verbose: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.pretrained = pretrained
+        self.checkpoint_path = checkpoint_path
+        self.pooling = pooling
+        self.layers = layers
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.device = device
+        self.precision = precision
+        self.verbose = verbose
+
+    def _build_modules(self) -> dict[str, nn.Module]:
+        return {"model_": create_backbone(self.backbone, pretrained=False, image_size=self.image_size)}
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any = None) -> TimmFeatures:
+        """Load the backbone; ``X`` is only validated.
+
+        Parameters
+        ----------
+        X : images
+            Any accepted image form.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : TimmFeatures
+            The fitted transformer.
+        """
+        images = check_images(X)
+        self.device_ = resolve_device(self.device)
+        model = create_backbone(
+            self.backbone,
+            pretrained=self.pretrained,
+            checkpoint_path=self.checkpoint_path,
+            image_size=self.image_size,
+        )
+        check_pooling(model, self.pooling)
+        self.model_ = model.to(self.device_).eval()
+        self.preprocessor_ = Preprocessor.from_data_config(data_config(model), self.image_size)
+        self.n_features_out_ = int(self._embed(images.subset([0]), progress=False).shape[1])
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed images.
+
+        Parameters
+        ----------
+        X : images
+            Any accepted image form.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features_out_), dtype float32
+            The embeddings.
+        """
+        check_is_fitted(self)
+        return self._embed(check_images(X), progress=self.verbose > 0)
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_features_out_
+
+    def _embed(self, images: ImageSet, progress: bool) -> np.ndarray:
+        out: np.ndarray | None = None
+        start = 0
+        layers = None if self.layers is None else list(self.layers)
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(images), disable=not progress, desc=type(self).__name__, unit="img") as bar,
+        ):
+            for x in self.preprocessor_.batches(images, self.batch_size, self.device_):
+                with autocast(self.device_, self.precision):
+                    z = pooled_features(self.model_, x, self.pooling, layers)
+                z_np = z.float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(images), z_np.shape[1]), dtype=np.float32)
+                out[start : start + len(z_np)] = z_np
+                start += len(z_np)
+                bar.update(len(z_np))
+        assert out is not None
+        return out
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags
+
+
+class DINOFeatures(TimmFeatures):
+    """Class-token embeddings of a self-supervised DINO ViT.
+
+    :class:`TimmFeatures` with the defaults of the Gasoyan thesis: the DINO
+    ViT-S/16 (``vit_small_patch16_224.dino``, 384-d class token, 224 px input,
+    ImageNet mean/std).
+
+    Parameters
+    ----------
+    backbone : str, default="vit_small_patch16_224.dino"
+        Any DINO checkpoint in timm works too, e.g. ``vit_base_patch16_224.dino``.
+    pretrained, checkpoint_path, pooling, layers, image_size, batch_size, \
+device, precision, verbose
+        As in :class:`TimmFeatures`; ``pooling`` defaults to ``"cls"``, the
+        representation DINO trains.
+
+    Attributes
+    ----------
+    model_, device_, preprocessor_, n_features_out_
+        As in :class:`TimmFeatures`.
+
+    See Also
+    --------
+    TimmFeatures, MAEFeatures
+
+    References
+    ----------
+    .. [1] M. Caron et al., "Emerging Properties in Self-Supervised Vision
+       Transformers", ICCV 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ssad import DINOFeatures
+    >>> X = np.random.default_rng(0).integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    >>> DINOFeatures("test_vit", pretrained=False, image_size=32).fit_transform(X).shape
+    (4, 64)
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vit_small_patch16_224.dino",
+        *,
+        pretrained: bool = True,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        pooling: str = "cls",
+        layers: list[int] | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(
+            backbone,
+            pretrained=pretrained,
+            checkpoint_path=checkpoint_path,
+            pooling=pooling,
+            layers=layers,
+            image_size=image_size,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            verbose=verbose,
+        )
+
+
+class MAEFeatures(TimmFeatures):
+    """Mean patch-token embeddings of a masked-autoencoder (MAE) ViT.
+
+    :class:`TimmFeatures` with the MAE ViT-B/16 (``vit_base_patch16_224.mae``,
+    768-d).  Pooling defaults to the mean of the patch tokens because MAE's
+    pre-training never trains the class token.
+
+    Parameters
+    ----------
+    backbone : str, default="vit_base_patch16_224.mae"
+        Also ``vit_large_patch16_224.mae`` or ``vit_huge_patch14_224.mae``
+        (the Gasoyan thesis' model).
+    pretrained, checkpoint_path, layers, image_size, batch_size, device, \
+precision, verbose
+        As in :class:`TimmFeatures`.
+    pooling : {"cls", "mean", "cls+mean"}, default="mean"
+        See above.
+
+    Attributes
+    ----------
+    model_, device_, preprocessor_, n_features_out_
+        As in :class:`TimmFeatures`.
+
+    See Also
+    --------
+    TimmFeatures, DINOFeatures
+
+    References
+    ----------
+    .. [1] K. He et al., "Masked Autoencoders Are Scalable Vision Learners",
+       CVPR 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ssad import MAEFeatures
+    >>> X = np.random.default_rng(0).random((4, 32, 32, 3))
+    >>> MAEFeatures("test_vit", pretrained=False, image_size=32).fit_transform(X).shape
+    (4, 64)
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vit_base_patch16_224.mae",
+        *,
+        pretrained: bool = True,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        pooling: str = "mean",
+        layers: list[int] | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(
+            backbone,
+            pretrained=pretrained,
+            checkpoint_path=checkpoint_path,
+            pooling=pooling,
+            layers=layers,
+            image_size=image_size,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            verbose=verbose,
+        )

@@ -1,0 +1,18 @@
+"""Test configuration: no network, small thread pools, shared tiny data."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("SSAD_CACHE", os.path.join(os.path.dirname(__file__), ".cache"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def rgb_images() -> np.ndarray:
+    """Twelve random RGB uint8 images of 32x32."""
+    return np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
