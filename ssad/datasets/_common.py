@@ -1,0 +1,70 @@
+"""Helpers shared by the dataset readers: paths, messages and argument checks."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from pathlib import Path
+
+__all__: list[str] = []
+
+PathLike = str | os.PathLike[str]
+
+
+def as_path(root: PathLike, *, func: str) -> Path:
+    """Return ``root`` as a :class:`~pathlib.Path`, with sklearn's wording on bad types."""
+    if not isinstance(root, str | os.PathLike):
+        raise TypeError(
+            f"The 'root' parameter of {func} must be a str or an os.PathLike. "
+            f"Got {root!r} of type {type(root).__name__} instead."
+        )
+    return Path(root).expanduser()
+
+
+def missing_file_error(
+    path: Path, *, what: str, hint: str, alternative: Path | None = None
+) -> FileNotFoundError:
+    """Build the error raised when an expected file or folder is absent.
+
+    The message names the exact path that was looked for (and an accepted
+    ``alternative``), what it should hold and where such data can be obtained (``hint``).
+    """
+    also = f" or '{alternative}'" if alternative is not None else ""
+    return FileNotFoundError(f"{what} not found: expected '{path}'{also}. {hint}")
+
+
+def missing_root_error(root: Path, *, name: str, expected: Path, hint: str) -> FileNotFoundError:
+    """Build the error raised when the folder given as ``root`` does not exist."""
+    return FileNotFoundError(
+        f"{name} folder not found: '{root}' does not exist, so the file '{expected}' "
+        f"expected there is missing. {hint}"
+    )
+
+
+def check_int(value: object, name: str, *, func: str, low: int) -> int:
+    """Validate an integer argument ``>= low`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < low:
+        raise ValueError(
+            f"The '{name}' parameter of {func} must be an int in the range [{low}, inf). "
+            f"Got {value!r} instead."
+        )
+    return int(value)
+
+
+def check_image_size(image_size: object, *, func: str) -> tuple[int, int] | None:
+    """Turn ``image_size`` (``None``, an int or an ``(h, w)`` pair) into ``(h, w)``."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
+        if int(image_size) >= 1:
+            return int(image_size), int(image_size)
+    elif isinstance(image_size, tuple | list) and len(image_size) == 2:
+        if all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and int(s) >= 1
+            for s in image_size
+        ):
+            return int(image_size[0]), int(image_size[1])
+    raise ValueError(
+        f"The 'image_size' parameter of {func} must be None, a positive int or a pair "
+        f"(height, width) of positive ints. Got {image_size!r} instead."
+    )
