@@ -6,6 +6,7 @@ for inliers and -1 for outliers.
 """
 
 from ssad.base import BaseDetector
+from ssad.detectors import Transformaly, TransformalyDetector
 from ssad.features import DINOFeatures, MAEFeatures, TimmFeatures
 from ssad.scoring import (
     CosineKernelScorer,
@@ -29,5 +30,7 @@ __all__ = [
     "KNNScorer",
     "MAEFeatures",
     "TimmFeatures",
+    "Transformaly",
+    "TransformalyDetector",
     "__version__",
 ]

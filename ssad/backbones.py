@@ -36,8 +36,10 @@ __all__ = [
     "data_config",
     "efficientnet_lite0_checkpoint",
     "load_checkpoint",
+    "pool",
     "pooled_features",
     "token_layout",
+    "trunk_blocks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -255,6 +257,46 @@ def check_pooling(model: nn.Module, pooling: str) -> None:
         )
 
 
+def pool(model: nn.Module, feats: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool the output of ``model.forward_features``: tokens ``(b, n, d)`` or maps ``(b, c, h, w)``.
+
+    See :func:`pooled_features` for ``pooling``.
+    """
+    if feats.ndim == 4:  # CNN
+        return feats.mean(dim=(2, 3))
+    parts = []
+    if "cls" in pooling:
+        parts.append(feats[:, 0])
+    if "mean" in pooling:
+        parts.append(feats[:, token_layout(model) or 0 :].mean(dim=1))
+    return torch.cat(parts, dim=1)
+
+
+def trunk_blocks(model: nn.Module) -> list[nn.Module]:
+    """The sequence of blocks that makes up the trunk of a timm model.
+
+    ViTs (and other token models): ``model.blocks``; EfficientNet / MobileNet:
+    ``model.blocks`` (its stages); ResNets: ``layer1`` ... ``layer4``; ConvNeXt
+    and similar: ``model.stages``; Swin: ``model.layers``.
+
+    Raises
+    ------
+    ValueError
+        If the model has none of these.
+    """
+    for name in ("blocks", "stages", "layers"):
+        seq = getattr(model, name, None)
+        if isinstance(seq, (nn.Sequential, nn.ModuleList)) and len(seq) > 0:
+            return list(seq)
+    resnet = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
+    if all(isinstance(m, nn.Module) for m in resnet):
+        return list(resnet)  # type: ignore[arg-type]
+    raise ValueError(
+        f"Cannot find the trunk blocks of {type(model).__name__}: expected an attribute "
+        "'blocks', 'stages' or 'layers' (a sequence of modules) or ResNet's layer1..layer4."
+    )
+
+
 def pooled_features(
     model: nn.Module, x: torch.Tensor, pooling: str = "cls", layers: list[int] | None = None
 ) -> torch.Tensor:
@@ -282,15 +324,7 @@ def pooled_features(
     """
     n_prefix = token_layout(model) or 0
     if layers is None:
-        feats = model.forward_features(x)
-        if feats.ndim == 4:  # CNN: (b, c, h, w)
-            return feats.mean(dim=(2, 3))
-        parts = []
-        if "cls" in pooling:
-            parts.append(feats[:, 0])
-        if "mean" in pooling:
-            parts.append(feats[:, n_prefix:].mean(dim=1))
-        return torch.cat(parts, dim=1)
+        return pool(model, model.forward_features(x), pooling)
     kwargs = {"return_prefix_tokens": True} if n_prefix > 0 else {}
     outs = model.forward_intermediates(x, indices=list(layers), intermediates_only=True, **kwargs)
     parts = []
