@@ -1,0 +1,299 @@
+"""Tests of the embedding scorers GaussianScorer, KNNScorer and CosineKernelScorer."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pickle
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import NearestNeighbors
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from ssad.scoring import CosineKernelScorer, GaussianScorer, KNNScorer
+
+CHECKED = [
+    GaussianScorer(),
+    GaussianScorer(variance=None, whiten=False),
+    GaussianScorer(variance=1.0),
+    KNNScorer(),
+    KNNScorer(n_neighbors=3, metric="cosine", aggregate="max", batch_size=5),
+    # n_neighbors=1 is left out: every training score is 0 (each sample is its own
+    # neighbour), so check_outliers_train cannot find the contamination share.
+    KNNScorer(aggregate="mean", batch_size=1),
+    CosineKernelScorer(batch_size=7),
+    CosineKernelScorer(temperature=0.5, shift=0.1, log=False),
+]
+
+
+@parametrize_with_checks(CHECKED)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("module", ["_gaussian", "_knn", "_cosine"])
+def test_docstring_examples(module):
+    mod = importlib.import_module(f"ssad.scoring.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+# -- data ------------------------------------------------------------------------
+
+
+def _data(n_train=60, n_test=15, n_features=6, seed=0):
+    """Correlated Gaussian training and test data."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(n_features, n_features))
+    return (
+        rng.normal(size=(n_train, n_features)) @ mixing,
+        rng.normal(size=(n_test, n_features)) @ mixing,
+    )
+
+
+def _inliers_and_far_outliers(seed=0):
+    """200 inliers around 10 * e_1 in 8-D and 10 outliers around -10 * e_1.
+
+    The outliers are far away in Euclidean distance and point the opposite way,
+    so they are outliers for every metric, the cosine one included.
+    """
+    rng = np.random.default_rng(seed)
+    centre = np.zeros(8)
+    centre[0] = 10.0
+    X_train = centre + rng.normal(size=(200, 8))
+    X_test = np.vstack([centre + rng.normal(size=(40, 8)), -centre + rng.normal(size=(10, 8))])
+    return X_train, X_test
+
+
+ALL_SCORERS = [
+    GaussianScorer(),
+    GaussianScorer(variance=None),
+    KNNScorer(),
+    KNNScorer(metric="cosine", aggregate="mean"),
+    CosineKernelScorer(),
+]
+
+
+@pytest.mark.parametrize("scorer", ALL_SCORERS, ids=repr)
+def test_far_outliers_get_the_lowest_scores(scorer):
+    X_train, X_test = _inliers_and_far_outliers()
+    scores = clone(scorer).fit(X_train).score_samples(X_test)
+    assert scores.dtype == np.float64
+    assert scores[40:].max() < scores[:40].min()
+
+
+@pytest.mark.parametrize("scorer", ALL_SCORERS, ids=repr)
+def test_float32_input_gives_float64_scores(scorer):
+    X_train, X_test = _data()
+    fitted = clone(scorer).fit(X_train.astype(np.float32))
+    scores = fitted.score_samples(X_test.astype(np.float32))
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, clone(scorer).fit(X_train).score_samples(X_test), rtol=1e-4)
+
+
+# -- GaussianScorer --------------------------------------------------------------
+
+
+def test_gaussian_without_pca_is_the_multivariate_normal_logpdf():
+    X_train, X_test = _data()
+    scorer = GaussianScorer(variance=None, whiten=False, reg_covar=1e-3).fit(X_train)
+    covariance = np.cov(X_train, rowvar=False, bias=True) + 1e-3 * np.eye(X_train.shape[1])
+    expected = multivariate_normal(X_train.mean(axis=0), covariance).logpdf(X_test)
+    np.testing.assert_allclose(scorer.score_samples(X_test), expected, rtol=1e-10)
+    np.testing.assert_allclose(scorer.location_, X_train.mean(axis=0))
+    np.testing.assert_allclose(scorer.covariance_, covariance)
+    np.testing.assert_allclose(
+        scorer.precision_cholesky_ @ scorer.precision_cholesky_.T, np.linalg.inv(covariance)
+    )
+    assert scorer.pca_ is None
+
+
+@pytest.mark.parametrize("variance", [None, 0.9, 1.0])
+def test_gaussian_score_is_minus_half_mahalanobis_plus_constant(variance):
+    X_train, X_test = _data()
+    scorer = GaussianScorer(variance=variance).fit(X_train)
+    Z = X_test if scorer.pca_ is None else scorer.pca_.transform(X_test)
+    diff = Z - scorer.location_
+    expected = np.einsum("ij,jk,ik->i", diff, np.linalg.inv(scorer.covariance_), diff)
+    distances = scorer.mahalanobis(X_test)
+    np.testing.assert_allclose(distances, expected, rtol=1e-8)
+    _, log_det = np.linalg.slogdet(scorer.covariance_)
+    constant = -0.5 * (Z.shape[1] * np.log(2 * np.pi) + log_det)
+    np.testing.assert_allclose(scorer.score_samples(X_test), constant - 0.5 * distances)
+
+
+def test_gaussian_matches_transformaly_pipeline():
+    """PCA whitening to 90 % of the variance, then a one-component GaussianMixture."""
+    X_train, X_test = _data(n_train=300, n_features=12)
+    scorer = GaussianScorer(variance=0.9).fit(X_train)
+    pca = PCA(n_components=0.9, whiten=True, svd_solver="full").fit(X_train)
+    gmm = GaussianMixture(n_components=1, reg_covar=1e-6).fit(pca.transform(X_train))
+    assert scorer.pca_.n_components_ == pca.n_components_ < X_train.shape[1]
+    assert np.sum(scorer.pca_.explained_variance_ratio_) > 0.9
+    np.testing.assert_allclose(
+        scorer.score_samples(X_test), gmm.score_samples(pca.transform(X_test)), rtol=1e-6
+    )
+
+
+def test_gaussian_variance_one_keeps_the_rank_of_the_data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 50))  # d > n: the centred data have rank 9
+    scorer = GaussianScorer(variance=1.0).fit(X)
+    assert scorer.pca_.n_components_ == 9
+    assert np.all(np.isfinite(scorer.score_samples(rng.normal(size=(5, 50)))))
+
+
+@pytest.mark.parametrize("variance", [None, 0.9])
+def test_gaussian_more_features_than_samples_and_constant_features(variance):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 20))
+    X[:, :5] = 3.0  # constant features
+    scorer = GaussianScorer(variance=variance).fit(X)
+    scores = scorer.score_samples(rng.normal(size=(4, 20)))
+    assert np.all(np.isfinite(scores))
+
+
+def test_gaussian_single_sample():
+    X = np.array([[1.0, 2.0, 3.0]])
+    scorer = GaussianScorer(variance=None).fit(X)
+    scores = scorer.score_samples(np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 4.0]]))
+    assert np.all(np.isfinite(scores))
+    assert scores[0] > scores[1]
+    with pytest.raises(ValueError, match=r"n_samples=1 .*use variance=None"):
+        GaussianScorer().fit(X)
+    with pytest.raises(ValueError, match=r"n_samples=4 .*use variance=None"):
+        GaussianScorer().fit(np.ones((4, 3)))
+
+
+def test_gaussian_parameter_validation():
+    with pytest.raises(ValueError, match="The 'variance' parameter of GaussianScorer must be"):
+        GaussianScorer(variance=1.5).fit(np.eye(3))
+
+
+# -- KNNScorer ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("aggregate", ["sum", "mean", "max"])
+def test_knn_matches_sklearn_nearest_neighbors(metric, aggregate):
+    X_train, X_test = _data()
+    X_test[0] = 0.0  # an all-zero row: cosine distance 1 to everything
+    scorer = KNNScorer(n_neighbors=4, metric=metric, aggregate=aggregate).fit(X_train)
+    nn = NearestNeighbors(
+        n_neighbors=4, algorithm="brute", metric="euclidean" if metric == "l2" else "cosine"
+    ).fit(X_train)
+    reduce = {"sum": np.sum, "mean": np.mean, "max": np.max}[aggregate]
+    for X in (X_test, X_train):  # the training set: each sample is its own neighbour
+        distances, _ = nn.kneighbors(X)
+        np.testing.assert_allclose(
+            scorer.score_samples(X), -reduce(distances, axis=1), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_knn_training_scores_include_the_sample_itself():
+    X_train, _ = _data()
+    scorer = KNNScorer(n_neighbors=2, aggregate="sum", contamination=0.2).fit(X_train)
+    nn = NearestNeighbors(n_neighbors=1).fit(X_train)
+    leave_one_out, _ = nn.kneighbors()  # distance to the nearest *other* sample
+    np.testing.assert_allclose(scorer.score_samples(X_train), -leave_one_out[:, 0], rtol=1e-5)
+    assert scorer.offset_ == np.percentile(scorer.score_samples(X_train), 20)
+
+
+def test_knn_too_many_neighbors():
+    with pytest.raises(
+        ValueError,
+        match="Expected n_neighbors <= n_samples_fit, but n_neighbors = 5, n_samples_fit = 3, "
+        "n_samples = 3",
+    ):
+        KNNScorer(n_neighbors=5).fit(np.eye(3))
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_knn_pickle_round_trip(metric):
+    X_train, X_test = _data()
+    scorer = KNNScorer(n_neighbors=3, metric=metric).fit(X_train)
+    expected = scorer.score_samples(X_test)
+    restored = pickle.loads(pickle.dumps(scorer))
+    assert restored._index is None  # rebuilt on first use
+    np.testing.assert_array_equal(restored.score_samples(X_test), expected)
+    assert restored.offset_ == scorer.offset_
+    # the original still works after pickling (its index was not dropped)
+    np.testing.assert_array_equal(scorer.score_samples(X_test), expected)
+
+
+def test_knn_batch_size_does_not_change_scores():
+    X_train, X_test = _data()
+    big = KNNScorer(n_neighbors=3).fit(X_train).score_samples(X_test)
+    tiny = KNNScorer(n_neighbors=3, batch_size=1).fit(X_train).score_samples(X_test)
+    np.testing.assert_array_equal(tiny, big)
+
+
+# -- CosineKernelScorer ------------------------------------------------------------
+
+
+def _direct_cosine_kernel(X_train, X_test, temperature, shift=0.0):
+    """The paper's score, eq. 6: mean over training samples of exp(cos / T)."""
+    train = X_train / np.linalg.norm(X_train, axis=1, keepdims=True)
+    test = X_test / np.linalg.norm(X_test, axis=1, keepdims=True)
+    return np.mean(np.exp((test @ train.T - shift) / temperature), axis=1)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.1])
+def test_cosine_kernel_matches_direct_computation(shift):
+    X_train, X_test = _data()
+    direct = _direct_cosine_kernel(X_train, X_test, temperature=0.2, shift=shift)
+    log_scorer = CosineKernelScorer(temperature=0.2, shift=shift).fit(X_train)
+    np.testing.assert_allclose(log_scorer.score_samples(X_test), np.log(direct), rtol=1e-10)
+    scorer = CosineKernelScorer(temperature=0.2, shift=shift, log=False).fit(X_train)
+    np.testing.assert_allclose(scorer.score_samples(X_test), direct, rtol=1e-10)
+
+
+def test_cosine_kernel_shift_moves_log_scores_by_a_constant():
+    X_train, X_test = _data()
+    plain = CosineKernelScorer().fit(X_train)
+    shifted = CosineKernelScorer(shift=0.1).fit(X_train)
+    np.testing.assert_allclose(
+        shifted.score_samples(X_test), plain.score_samples(X_test) - 0.1 / 0.04
+    )
+    np.testing.assert_array_equal(shifted.predict(X_test), plain.predict(X_test))
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.001])
+def test_cosine_kernel_is_stable_at_low_temperature(temperature):
+    X_train, X_test = _data()
+    scores = CosineKernelScorer(temperature=temperature).fit(X_train).score_samples(X_test)
+    assert np.all(np.isfinite(scores))
+    train = X_train / np.linalg.norm(X_train, axis=1, keepdims=True)
+    test = X_test / np.linalg.norm(X_test, axis=1, keepdims=True)
+    expected = logsumexp(test @ train.T / temperature, axis=1) - np.log(len(X_train))
+    np.testing.assert_allclose(scores, expected, rtol=1e-10)
+
+
+def test_cosine_kernel_without_log_reports_overflow():
+    X_train, _ = _data()
+    scorer = CosineKernelScorer(temperature=0.001, log=False)
+    with pytest.raises(FloatingPointError, match="use log=True or a larger temperature"):
+        scorer.fit(X_train)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 7])
+def test_cosine_kernel_batch_size_does_not_change_scores(batch_size):
+    X_train, X_test = _data()
+    big = CosineKernelScorer(batch_size=10_000).fit(X_train).score_samples(X_test)
+    small = CosineKernelScorer(batch_size=batch_size).fit(X_train).score_samples(X_test)
+    np.testing.assert_allclose(small, big, rtol=1e-12)
+
+
+def test_cosine_kernel_is_scale_invariant():
+    X_train, X_test = _data()
+    scorer = CosineKernelScorer().fit(X_train)
+    np.testing.assert_allclose(
+        scorer.score_samples(3.0 * X_test), scorer.score_samples(X_test), rtol=1e-12
+    )
