@@ -289,7 +289,9 @@ def _resize(
     if size is None or tuple(x.shape[-2:]) == tuple(size):
         return x
     mode = interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
-    kwargs: dict[str, Any] = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+    kwargs: dict[str, Any] = (
+        {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+    )
     out = F.interpolate(x, size=tuple(size), mode=mode, **kwargs)
     return out.clamp_(0.0, 1.0) if mode == "bicubic" else out
 

@@ -189,7 +189,7 @@ def train(
     n = len(images)
     steps_per_epoch = n // batch_size if drop_last and n > batch_size else math.ceil(n / batch_size)
     scaler = torch.amp.GradScaler(device.type) if _is_fp16(precision) else None
-    load = {"size": image_size, "interpolation": interpolation}
+    load: dict[str, Any] = {"size": image_size, "interpolation": interpolation}
     best_loss, best_state = math.inf, None
     step = 0
     with tqdm(total=n_epochs * steps_per_epoch, disable=verbose <= 0, desc=desc) as bar:

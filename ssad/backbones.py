@@ -35,6 +35,7 @@ __all__ = [
     "create_backbone",
     "data_config",
     "efficientnet_lite0_checkpoint",
+    "forward_features",
     "load_checkpoint",
     "pool",
     "pooled_features",
@@ -125,7 +126,9 @@ def _create(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
     except TypeError:
         raise
     except Exception as exc:  # network, cache and hub errors differ across versions
-        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        cache = (
+            os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        )
         raise PretrainedWeightsUnavailableError(
             f"Could not load the pretrained weights of {name!r}: the download failed and they "
             f"are not in the local Hugging Face cache ({cache}). Either (1) run once with "
@@ -257,6 +260,12 @@ def check_pooling(model: nn.Module, pooling: str) -> None:
         )
 
 
+def forward_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model.forward_features(x)``: the unpooled output of a timm model."""
+    out: torch.Tensor = getattr(model, "forward_features")(x)  # noqa: B009 - timm API, untyped
+    return out
+
+
 def pool(model: nn.Module, feats: torch.Tensor, pooling: str) -> torch.Tensor:
     """Pool the output of ``model.forward_features``: tokens ``(b, n, d)`` or maps ``(b, c, h, w)``.
 
@@ -324,9 +333,10 @@ def pooled_features(
     """
     n_prefix = token_layout(model) or 0
     if layers is None:
-        return pool(model, model.forward_features(x), pooling)
+        return pool(model, forward_features(model, x), pooling)
     kwargs = {"return_prefix_tokens": True} if n_prefix > 0 else {}
-    outs = model.forward_intermediates(x, indices=list(layers), intermediates_only=True, **kwargs)
+    intermediates = getattr(model, "forward_intermediates")  # noqa: B009 - timm API, untyped
+    outs = intermediates(x, indices=list(layers), intermediates_only=True, **kwargs)
     parts = []
     for out in outs:
         spatial, prefix = out if isinstance(out, tuple) else (out, None)
@@ -386,7 +396,9 @@ def efficientnet_lite0_checkpoint(path: str | os.PathLike[str] | None = None) ->
     converted = {}
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
         if tuple(tensor.shape) != tuple(ref.shape):
-            raise ValueError(f"Shape mismatch mapping {src_key} {tuple(tensor.shape)} -> {dst_key}.")
+            raise ValueError(
+                f"Shape mismatch mapping {src_key} {tuple(tensor.shape)} -> {dst_key}."
+            )
         converted[dst_key] = tensor.contiguous()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")

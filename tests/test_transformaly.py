@@ -36,13 +36,21 @@ def test_contract_vit():
     [("both", "knn"), ("pretrained", "gaussian"), ("finetuned", "gmm")],
 )
 def test_contract_variants(feature_space, scorer):
-    det = Transformaly(**TINY, n_epochs=1, random_state=0, feature_space=feature_space, scorer=scorer)
+    det = Transformaly(
+        **TINY, n_epochs=1, random_state=0, feature_space=feature_space, scorer=scorer
+    )
     check_image_detector(det, sklearn_checks=False)
 
 
 def test_contract_cnn_teacher():
-    det = Transformaly("test_resnet", pretrained=False, image_size=32, n_student_blocks=2,
-                       n_epochs=1, random_state=0)
+    det = Transformaly(
+        "test_resnet",
+        pretrained=False,
+        image_size=32,
+        n_student_blocks=2,
+        n_epochs=1,
+        random_state=0,
+    )
     check_image_detector(det, sklearn_checks=False)
 
 
@@ -50,8 +58,14 @@ def test_finetuned_space_alone_separates_anomalies():
     X, y = make_anomaly_images(n_normal=80, n_anomalous=20, image_size=32, random_state=0)
     X_train, X_test = X[y == 0][:60], np.concatenate([X[y == 0][60:], X[y == 1]])
     y_test = np.r_[np.zeros(20), np.ones(20)]
-    det = Transformaly(**{**TINY, "n_student_blocks": 3}, feature_space="finetuned", n_epochs=2,
-                       batch_size=16, learning_rate=1e-3, random_state=0).fit(X_train)
+    det = Transformaly(
+        **{**TINY, "n_student_blocks": 3},
+        feature_space="finetuned",
+        n_epochs=2,
+        batch_size=16,
+        learning_rate=1e-3,
+        random_state=0,
+    ).fit(X_train)
     assert det.pretrained_scorer_ is None and len(det.students_) == 3
     assert det.loss_curve_[-1] < det.loss_curve_[0]  # the students learn
     assert roc_auc_score(y_test, -det.score_samples(X_test)) > 0.8

@@ -22,6 +22,7 @@ from ssad.backbones import (
     autocast,
     create_backbone,
     data_config,
+    forward_features,
     pool,
     trunk_blocks,
 )
@@ -43,8 +44,8 @@ def _reinit_(module: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.normal_(m.bias, std=1e-6)
-        elif m is not module and hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+        elif m is not module and callable(getattr(m, "reset_parameters", None)):
+            getattr(m, "reset_parameters")()  # noqa: B009
 
 
 def _make_students(blocks: list[nn.Module], init: str) -> nn.ModuleList:
@@ -279,7 +280,7 @@ class TransformalyDetector(ImageDetector):
                 handles.append(blocks[i].register_forward_hook(hook))
         try:
             with torch.no_grad():
-                feats = self.teacher_.forward_features(x)
+                feats = forward_features(self.teacher_, x)
         finally:
             for h in handles:
                 h.remove()
@@ -365,7 +366,9 @@ class TransformalyDetector(ImageDetector):
         self.finetuned_scorer_ = None if zf is None else self._new_scorer("finetuned").fit(zf)
         return self._combine(zp, zf)
 
-    def _train_students(self, X: ImageSet, blocks: list[nn.Module], rng: np.random.Generator) -> None:
+    def _train_students(
+        self, X: ImageSet, blocks: list[nn.Module], rng: np.random.Generator
+    ) -> None:
         train_set, val_set = X, None
         n_val = 0 if self.validation_fraction is None else int(self.validation_fraction * len(X))
         if n_val >= 1 and len(X) - n_val >= 1:
@@ -374,7 +377,9 @@ class TransformalyDetector(ImageDetector):
         elif self.validation_fraction is not None:
             logger.warning(
                 "validation_fraction=%s leaves no validation image out of %d; keeping the last "
-                "epoch.", self.validation_fraction, len(X),
+                "epoch.",
+                self.validation_fraction,
+                len(X),
             )
         students = _make_students([blocks[i] for i in self.student_blocks_], self.student_init)
         self.students_ = students.to(self.device_)
@@ -404,12 +409,11 @@ class TransformalyDetector(ImageDetector):
         self.best_epoch_ = result.best_epoch
 
     def _combine(self, zp: np.ndarray | None, zf: np.ndarray | None) -> np.ndarray:
-        score = 0.0
-        if zp is not None:
-            score = score + self.pretrained_scorer_.score_samples(zp)
-        if zf is not None:
-            score = score + self.finetuned_scorer_.score_samples(zf)
-        return np.asarray(score, dtype=np.float64)
+        score = np.zeros(len(zp if zp is not None else zf), dtype=np.float64)  # type: ignore[arg-type]
+        for z, scorer in ((zp, self.pretrained_scorer_), (zf, self.finetuned_scorer_)):
+            if z is not None and scorer is not None:
+                score += scorer.score_samples(z)
+        return score
 
     def _score_samples(self, X: ImageSet) -> np.ndarray:
         return self._combine(*self._embed(X, desc="Transformaly score"))

@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
-class TimmFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TorchStateMixin, BaseEstimator):
+class TimmFeatures(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, TorchStateMixin, BaseEstimator
+):
     """Embeddings of images from a frozen timm backbone.
 
     A scikit-learn transformer: ``fit`` loads the model (it learns nothing
@@ -150,7 +152,9 @@ class TimmFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TorchState
         self.verbose = verbose
 
     def _build_modules(self) -> dict[str, nn.Module]:
-        return {"model_": create_backbone(self.backbone, pretrained=False, image_size=self.image_size)}
+        return {
+            "model_": create_backbone(self.backbone, pretrained=False, image_size=self.image_size)
+        }
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> TimmFeatures:
@@ -208,7 +212,9 @@ class TimmFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TorchState
         layers = None if self.layers is None else list(self.layers)
         with (
             torch.inference_mode(),
-            tqdm(total=len(images), disable=not progress, desc=type(self).__name__, unit="img") as bar,
+            tqdm(
+                total=len(images), disable=not progress, desc=type(self).__name__, unit="img"
+            ) as bar,
         ):
             for x in self.preprocessor_.batches(images, self.batch_size, self.device_):
                 with autocast(self.device_, self.precision):

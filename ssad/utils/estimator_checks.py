@@ -155,6 +155,9 @@ def check_image_detector(
 
     restored = pickle.loads(pickle.dumps(est))
     np.testing.assert_allclose(
-        restored.score_samples(X), scores, rtol=1e-5, atol=1e-6,
+        restored.score_samples(X),
+        scores,
+        rtol=1e-5,
+        atol=1e-6,
         err_msg=f"{name}: scores changed after a pickle round-trip.",
     )
