@@ -1,5 +1,6 @@
-"""Deep image detectors: a backbone, its own training objective and scorers from ssad.scoring."""
+"""Deep image detectors and recipes: a backbone, its training objective and scorers from ssad.scoring."""
 
+from ssad.detectors.thesis import make_thesis_pipeline, thesis_scores
 from ssad.detectors.transformaly import Transformaly, TransformalyDetector
 
-__all__ = ["Transformaly", "TransformalyDetector"]
+__all__ = ["Transformaly", "TransformalyDetector", "make_thesis_pipeline", "thesis_scores"]

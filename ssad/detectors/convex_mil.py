@@ -1,0 +1,523 @@
+"""ConvexMIL: multi-instance learning with convex representations on contaminated data."""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from tqdm.auto import tqdm
+
+from ssad._images import ImageSet, Preprocessor
+from ssad._training import cosine_schedule, seeded, train
+from ssad.augment._views import (
+    ColorJitter,
+    Compose,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+)
+from ssad.backbones import (
+    autocast,
+    create_backbone,
+    data_config,
+    forward_features,
+    pool,
+    token_layout,
+)
+from ssad.base import DEVICE_CONSTRAINT, BaseDetector, resolve_device
+from ssad.detectors._base import ImageDetector
+from ssad.features._timm import PRECISIONS
+from ssad.nn.mil import SAMPLINGS, ConvexMILLoss, mean_shifted_loss
+from ssad.scoring._knn import KNNScorer
+
+__all__ = ["ConvexMILDetector"]
+
+logger = logging.getLogger(__name__)
+
+#: Rotations by 0, 90, 180 and 270 degrees: the shifting transformation (CSI).
+N_ROTATIONS = 4
+
+
+def _steps_per_epoch(n: int, batch_size: int) -> int:
+    """Steps per epoch as :func:`ssad._training.train` counts them with ``drop_last=True``."""
+    return n // batch_size if n > batch_size else math.ceil(n / batch_size)
+
+
+def _n_features(model: nn.Module) -> int:
+    return int(getattr(model, "num_features"))  # noqa: B009 - timm attribute, untyped
+
+
+class ConvexMILDetector(ImageDetector):
+    """ConvexMIL: discrimination learnt from contaminated data with convex representations.
+
+    An encoder trained from scratch maps each image to an L2-normalised
+    embedding ``z`` (the backbone's globally pooled features).  Training sees
+    the unlabeled, possibly contaminated images and minimises, per mini-batch,
+
+    ``L = L_conv + lambda_mean * L_mean + lambda_rot * L_rot``   (eq. 10)
+
+    - ``L_conv`` (anomaly-discriminative learning, eqs. 1-6): the batch is a
+      bag; each image gets a pseudo normality, the mean cosine similarity to
+      its ``n_neighbors`` nearest images in the batch; the lowest-scored
+      ``abnormal_fraction`` form the abnormal candidate set, the rest the
+      normal one.  For every normal candidate, ``n_convex`` embeddings are
+      soft-sampled from each set and averaged with Dirichlet(1) weights into
+      a normal and an abnormal *convex representation*; the candidate is
+      pulled towards the first and pushed from the second.
+    - ``L_mean`` (eqs. 7-8): the mean-shifted contrastive loss of MSAD with
+      its angular centre term, switched on from epoch
+      ``mean_shift_start_epoch``.
+    - ``L_rot`` (eq. 9): a linear head predicts which of the four rotations
+      (0, 90, 180, 270 degrees; the shifting transformation of CSI) an image
+      underwent.
+
+    The score (eq. 11) is the maximum cosine similarity of an image's
+    embedding to the training embeddings (minus 1: a kNN scorer with
+    ``k = 1`` on cosine distances); higher = more normal.
+
+    Parameters
+    ----------
+    backbone : str, default="resnet18"
+        timm encoder (the paper: ResNet-18 trained from scratch).
+    pretrained : bool, default=False
+        Start from the backbone's pretrained weights instead of a random
+        initialisation (not in the paper).
+    checkpoint_path : str or path-like, default=None
+        Local weights file to start from (see :func:`ssad.backbones.create_backbone`).
+    n_neighbors : int, default=5
+        K of the pseudo normality (eq. 2): neighbours within the mini-batch
+        (capped at ``batch_size - 1``).  Not a parameter of the score.
+    abnormal_fraction : float in (0, 1), default=0.1
+        Share of each mini-batch put into the abnormal candidate set.
+    n_convex : int, default=5
+        C, the instances averaged into a convex representation (eq. 5).
+    sampling : {"paper", "inverse"}, default="paper"
+        Soft-sampling weights of the abnormal set (eq. 4).  ``"paper"``:
+        proportional to the pseudo normality ``s_j``, as printed;
+        ``"inverse"``: proportional to ``1 - s_j``, so the most abnormal
+        candidates are drawn most often.  The normal set is always sampled
+        proportionally to ``s_j``.  See :func:`ssad.nn.mil.sampling_probabilities`.
+    temperature : float, default=1.0
+        Temperature of ``L_conv`` (eq. 6); 1.0 = none, as in the paper.
+    lambda_mean : float >= 0, default=1.0
+        Weight ``lambda_1`` of the mean-shifted loss; 0 switches it off.
+    lambda_rot : float >= 0, default=1.0
+        Weight ``lambda_2`` of the rotation loss; 0 switches it off (and the
+        rotation head is not built).
+    use_convex : bool, default=True
+        Include ``L_conv``; False for the ablations.
+    mean_shift_start_epoch : int, default=15
+        First (0-based) epoch with ``L_mean`` (paper: 15).
+    n_epochs : int, default=200
+        Training epochs (paper: 200).
+    warmup_epochs : int, default=10
+        Linear learning-rate warm-up before the cosine decay (paper: 10).
+    batch_size : int >= 2, default=64
+        Images per training step (each step forwards up to 5 views of each)
+        and per inference batch.  A training batch is the bag that is split
+        into candidate sets.
+    learning_rate : float, default=1e-3
+        Peak Adam learning rate (paper: 1e-3).
+    image_size : int or (int, int), default=32
+        Input size (the paper's CIFAR / MNIST resolution); None takes the
+        backbone's timm data config.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Sets ``offset_``; see :class:`ssad.base.BaseDetector`.
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"}, default="auto"
+        Where the networks run.
+    precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Autocast dtype; ``"auto"`` is bfloat16 on CUDA, float32 elsewhere.
+        The losses are computed in float32.
+    random_state : int, RandomState or None, default=None
+        Seeds the initialisation, the shuffling, the views and the sampling
+        (through local generators).
+    verbose : int, default=0
+        Progress bars when > 0.
+
+    Attributes
+    ----------
+    encoder_ : torch.nn.Module
+        The trained backbone (no classifier).
+    rotation_head_ : torch.nn.Linear or None
+        The rotation classifier ``g`` (None when ``lambda_rot == 0``).
+    preprocessor_ : ssad._images.Preprocessor
+        Resize / normalisation from the backbone's data config.
+    scorer_ : ssad.scoring.KNNScorer
+        Cosine kNN (``k = 1``) on the training embeddings.
+    center_ : ndarray of shape (n_features,) or None
+        Unit-norm centre of the training embeddings used by ``L_mean`` in the
+        last epoch (None when ``L_mean`` never ran).
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    device_ : torch.device
+        The resolved device.
+    offset_ : float
+        Threshold on ``score_samples``.
+
+    See Also
+    --------
+    ssad.scoring.KNNScorer : The score on the embeddings.
+    ssad.nn.mil : The losses and the multi-instance pieces.
+
+    Notes
+    -----
+    There is no public code of the paper; its parts come from CSI (rotation
+    as shifting transformation, rotation head) and MSAD (mean-shifted
+    contrastive loss).  Interpretations and deviations, all deliberate:
+
+    - **Encoder.** Any timm backbone with its own stem: timm's ``resnet18``
+      has the ImageNet stem (7x7 stride-2 convolution and max-pool), not the
+      3x3 CIFAR stem of CSI's ResNet-18, so at 32 px its last feature map is
+      1x1.  ``z`` is the pooled feature (global average pooling; the class
+      token for ViTs) divided by its norm; there is no projection head.
+    - **Views.** Random resized crop (scale 0.08-1, CSI's default), horizontal
+      flip, colour jitter (0.4, 0.4, 0.4, 0.1 with p=0.8) and grayscale
+      (p=0.2), drawn independently per image (paper section 4.1).  Each
+      image gets up to five views per step: its four rotations, each
+      augmented independently (rotation before augmentation, as in CSI), and
+      a second unrotated view.  The unrotated views are "view 1" and "view 2".
+    - **L_rot** (eq. 9) is the cross-entropy of the rotation head over all
+      four rotations of every image; the head reads the unnormalised pooled
+      features (CSI's penultimate features).
+    - **Candidate sets** (eqs. 1-3) come from the *detached* view-1 embeddings
+      of each mini-batch; no gradient passes through the selection.  K is
+      capped at ``b - 1``; the abnormal set has ``round(abnormal_fraction * b)``
+      images, at least 1 and at most ``b - 1``.  The last incomplete batch of
+      an epoch is dropped (when there is more than one batch).
+    - **Sampling** (eq. 4): eq. 4 as printed weights the abnormal set by
+      ``s_j``, which favours its most *normal* members and needs ``s >= 0``;
+      it is the default (``sampling="paper"``), with negative weights clipped
+      to 0 (a set of all-zero weights is sampled uniformly).
+      ``sampling="inverse"`` weights it by ``1 - s_j`` instead.
+    - **Convex representations** (eq. 5): for every anchor its own pair
+      ``z+``, ``z-``, each of ``n_convex`` instances drawn *with replacement*
+      (the abnormal set can be smaller than C) from the view-2 embeddings, so
+      an anchor may meet its own second view in its normal bag but never
+      itself.  Gradients flow through anchors and bag instances.
+    - **L_conv** (eq. 6): anchors are the normal candidates;
+      ``-log(e^{a/t} / (e^{a/t} + e^{b/t}))`` with ``a = cos(z, z+)``,
+      ``b = cos(z, z-)`` (cosine, since convex combinations of unit vectors
+      are shorter than 1).
+    - **L_mean** (eqs. 7-8): NT-Xent at temperature 0.25 on the mean-shifted
+      views ``(z - c) / ||z - c||`` plus ``||z1 - c||^2 + ||z2 - c||^2`` (as
+      MSAD's code).  MSAD computes the centre ``c`` once from a pretrained
+      encoder; here the encoder starts from scratch, so ``c`` (the
+      normalised mean of the training embeddings of the un-augmented images,
+      eval mode) is recomputed from the current encoder at the start of every
+      epoch from ``mean_shift_start_epoch`` on.  Before that epoch ``L_mean``
+      is off.
+    - **Optimiser**: Adam without weight decay; the learning rate rises
+      linearly from 0 over ``warmup_epochs`` and then follows a cosine to 0 at
+      the end of ``n_epochs``, updated per step.  No epoch is chosen on test
+      data: the last epoch is kept.
+    - **Score** (eq. 11): ``max_j cos(z, z_j) - 1`` over the training
+      embeddings (:class:`~ssad.scoring.KNNScorer`, ``metric="cosine"``,
+      ``n_neighbors=1``); the ranking is that of eq. 11.  Each training image
+      is its own nearest neighbour, so every training score is exactly 0:
+      ``offset_`` is 0 and ``predict`` flags every image that is not in the
+      training set.  Use the scores (AUROC) or choose a threshold on held-out
+      normal images.
+    - **Defaults** of K, C, ``lambda_mean``, ``lambda_rot`` and
+      ``batch_size`` are this implementation's choices.
+    - **Rotation-only variant** (the benchmarks' CSI-style baseline):
+      ``use_convex=False, lambda_mean=0, lambda_rot=1``: the encoder learns
+      only to predict the rotation of augmented views, and scores with the
+      same eq. 11.
+
+    References
+    ----------
+    .. [1] "Learn discrimination from contaminated data: multi-instance
+       learning with convex representation for unsupervised anomaly
+       detection".
+    .. [2] J. Tack, S. Mo, J. Jeong and J. Shin, "CSI: Novelty Detection via
+       Contrastive Learning on Distributionally Shifted Instances", NeurIPS
+       2020; code: github.com/alinlab/CSI.
+    .. [3] T. Reiss and Y. Hoshen, "Mean-Shifted Contrastive Loss for Anomaly
+       Detection", AAAI 2023; code: github.com/talreiss/Mean-Shifted-Anomaly-Detection.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ssad.detectors.convex_mil import ConvexMILDetector
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    >>> det = ConvexMILDetector("test_resnet", n_epochs=1, batch_size=8,
+    ...                         random_state=0).fit(X)
+    >>> det.score_samples(X[:3]).shape
+    (3,)
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        **BaseDetector._parameter_constraints,
+        "backbone": [str],
+        "pretrained": ["boolean"],
+        "checkpoint_path": [str, os.PathLike, None],
+        "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "abnormal_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_convex": [Interval(numbers.Integral, 1, None, closed="left")],
+        "sampling": [StrOptions(set(SAMPLINGS))],
+        "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "lambda_mean": [Interval(numbers.Real, 0, None, closed="left")],
+        "lambda_rot": [Interval(numbers.Real, 0, None, closed="left")],
+        "use_convex": ["boolean"],
+        "mean_shift_start_epoch": [Interval(numbers.Integral, 0, None, closed="left")],
+        "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "image_size": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list, None],
+        "device": DEVICE_CONSTRAINT,
+        "precision": [StrOptions(set(PRECISIONS))],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        *,
+        pretrained: bool = False,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        n_neighbors: int = 5,
+        abnormal_fraction: float = 0.1,
+        n_convex: int = 5,
+        sampling: str = "paper",
+        temperature: float = 1.0,
+        lambda_mean: float = 1.0,
+        lambda_rot: float = 1.0,
+        use_convex: bool = True,
+        mean_shift_start_epoch: int = 15,
+        n_epochs: int = 200,
+        warmup_epochs: int = 10,
+        batch_size: int = 64,
+        learning_rate: float = 1e-3,
+        image_size: int | tuple[int, int] | None = 32,
+        contamination: str | float = "auto",
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        random_state: Any = None,
+        verbose: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.pretrained = pretrained
+        self.checkpoint_path = checkpoint_path
+        self.n_neighbors = n_neighbors
+        self.abnormal_fraction = abnormal_fraction
+        self.n_convex = n_convex
+        self.sampling = sampling
+        self.temperature = temperature
+        self.lambda_mean = lambda_mean
+        self.lambda_rot = lambda_rot
+        self.use_convex = use_convex
+        self.mean_shift_start_epoch = mean_shift_start_epoch
+        self.n_epochs = n_epochs
+        self.warmup_epochs = warmup_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.image_size = image_size
+        self.contamination = contamination
+        self.device = device
+        self.precision = precision
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- modules ---------------------------------------------------------------
+    def _build_modules(self) -> dict[str, nn.Module]:
+        encoder = create_backbone(self.backbone, pretrained=False, image_size=self.image_size)
+        modules: dict[str, nn.Module] = {"encoder_": encoder}
+        if self.lambda_rot > 0:
+            modules["rotation_head_"] = nn.Linear(_n_features(encoder), N_ROTATIONS)
+        return modules
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled, unnormalised features of a float batch in [0, 1]."""
+        feats = forward_features(self.encoder_, self.preprocessor_(x))
+        return pool(self.encoder_, feats, "cls" if token_layout(self.encoder_) else "mean")
+
+    def _embed(self, images: ImageSet, desc: str, progress: bool = True) -> np.ndarray:
+        """L2-normalised embeddings (float32) of every image, in eval mode."""
+        was_training = self.encoder_.training
+        self.encoder_.eval()
+        out = []
+        with (
+            torch.no_grad(),
+            tqdm(
+                total=len(images), disable=self.verbose <= 0 or not progress, desc=desc, unit="img"
+            ) as bar,
+        ):
+            for x in images.iter_batches(
+                self.batch_size,
+                size=self.preprocessor_.size,
+                device=self.device_,
+                interpolation=self.preprocessor_.interpolation,
+            ):
+                with autocast(self.device_, self.precision):
+                    h = self._features(x)
+                out.append(F.normalize(h.float(), dim=1).cpu())
+                bar.update(len(x))
+        self.encoder_.train(was_training)
+        return torch.cat(out).numpy().astype(np.float32)
+
+    # -- the contract ----------------------------------------------------------
+    def _check_objective(self) -> None:
+        mean_shift_runs = self.lambda_mean > 0 and self.mean_shift_start_epoch < self.n_epochs
+        if not (self.use_convex or self.lambda_rot > 0 or mean_shift_runs):
+            raise ValueError(
+                "ConvexMILDetector has nothing to train: use_convex=False, lambda_rot=0 and "
+                f"lambda_mean={self.lambda_mean} with mean_shift_start_epoch="
+                f"{self.mean_shift_start_epoch} >= n_epochs={self.n_epochs}. Switch on at least "
+                "one loss term."
+            )
+
+    def _fit(self, X: ImageSet) -> np.ndarray:
+        self._check_objective()
+        self.device_ = resolve_device(self.device)
+        with seeded(self.random_state, self.device_) as seed:
+            return self._fit_seeded(X, np.random.default_rng(seed))
+
+    def _fit_seeded(self, X: ImageSet, rng: np.random.Generator) -> np.ndarray:
+        encoder = create_backbone(
+            self.backbone,
+            pretrained=self.pretrained,
+            checkpoint_path=self.checkpoint_path,
+            image_size=self.image_size,
+        )
+        self.encoder_ = encoder.to(self.device_)
+        self.preprocessor_ = Preprocessor.from_data_config(data_config(encoder), self.image_size)
+        self.rotation_head_: nn.Linear | None = None
+        if self.lambda_rot > 0:
+            self.rotation_head_ = nn.Linear(_n_features(encoder), N_ROTATIONS).to(self.device_)
+        self.center_: np.ndarray | None = None
+        self.loss_curve_: list[float] = []
+        self._train(X, rng)
+
+        Z = self._embed(X, desc="ConvexMIL embed")
+        self.scorer_ = KNNScorer(metric="cosine", n_neighbors=1).fit(Z)
+        return self.scorer_.score_samples(Z)
+
+    def _train(self, X: ImageSet, rng: np.random.Generator) -> None:
+        module = nn.ModuleDict({"encoder": self.encoder_})
+        if self.rotation_head_ is not None:
+            module["rotation_head"] = self.rotation_head_
+        n, bs = len(X), self.batch_size
+        steps_per_epoch = _steps_per_epoch(n, bs)
+        lr_schedule = cosine_schedule(
+            self.learning_rate,
+            0.0,
+            total_steps=self.n_epochs * steps_per_epoch,
+            warmup_steps=self.warmup_epochs * steps_per_epoch,
+        )
+        views = Compose(
+            [
+                RandomResizedCrop(self.preprocessor_.size, scale=(0.08, 1.0)),
+                RandomHorizontalFlip(0.5),
+                ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+                RandomGrayscale(0.2),
+            ]
+        )
+        convex = ConvexMILLoss(
+            n_neighbors=self.n_neighbors,
+            abnormal_fraction=self.abnormal_fraction,
+            n_convex=self.n_convex,
+            sampling=self.sampling,
+            temperature=self.temperature,
+        )
+        # train() hides epoch boundaries: the step counter of after_step gives the epoch,
+        # and the mean-shift centre is refreshed by the first loss_fn call of an epoch.
+        state: dict[str, Any] = {"step": 0, "center_epoch": -1, "center": None}
+
+        def after_step(step: int) -> None:
+            state["step"] = step + 1
+
+        def loss_fn(batch: torch.Tensor) -> torch.Tensor:
+            epoch = state["step"] // steps_per_epoch
+            mean_shift = self.lambda_mean > 0 and epoch >= self.mean_shift_start_epoch
+            if mean_shift and state["center_epoch"] != epoch:
+                state["center"] = self._refresh_center(X)
+                state["center_epoch"] = epoch
+            return self._loss(batch, views, convex, state["center"] if mean_shift else None)
+
+        result = train(
+            module,
+            loss_fn,
+            X,
+            optimizer=torch.optim.Adam(module.parameters(), lr=self.learning_rate),
+            n_epochs=self.n_epochs,
+            batch_size=bs,
+            device=self.device_,
+            rng=rng,
+            precision=self.precision,
+            image_size=self.preprocessor_.size,
+            interpolation=self.preprocessor_.interpolation,
+            lr_schedule=lr_schedule,
+            after_step=after_step,
+            drop_last=True,
+            verbose=self.verbose,
+            desc="ConvexMIL",
+        )
+        self.loss_curve_ = result.loss_curve
+
+    def _refresh_center(self, X: ImageSet) -> torch.Tensor:
+        """Unit-norm mean of the current training embeddings (clean images, eval mode)."""
+        Z = self._embed(X, desc="ConvexMIL centre", progress=False)
+        center = Z.mean(axis=0)
+        center /= max(float(np.linalg.norm(center)), 1e-12)
+        self.center_ = center
+        return torch.from_numpy(center).to(self.device_)
+
+    def _loss(
+        self,
+        batch: torch.Tensor,
+        views: Callable[[torch.Tensor], torch.Tensor],
+        convex: ConvexMILLoss,
+        center: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Eq. 10 on one batch; ``center`` is None while L_mean is off."""
+        b = batch.shape[0]
+        n_rot = N_ROTATIONS if self.rotation_head_ is not None else 1
+        two_views = self.use_convex or center is not None
+        parts = [views(torch.rot90(batch, k, dims=(2, 3))) for k in range(n_rot)]
+        if two_views:
+            parts.append(views(batch))
+        h = self._features(torch.cat(parts))
+        z = F.normalize(h.float(), dim=1)
+        z1, z2 = z[:b], z[-b:]
+        loss = z1.sum() * 0.0  # keeps the graph when no term is active this epoch
+        if self.use_convex:
+            loss = loss + convex(z1, z2)
+        if center is not None:
+            loss = loss + self.lambda_mean * mean_shifted_loss(z1, z2, center)
+        if self.rotation_head_ is not None:
+            logits = self.rotation_head_(h[: N_ROTATIONS * b]).float()
+            labels = torch.arange(N_ROTATIONS, device=logits.device).repeat_interleave(b)
+            loss = loss + self.lambda_rot * F.cross_entropy(logits, labels)
+        return loss
+
+    def _score_samples(self, X: ImageSet) -> np.ndarray:
+        return self.scorer_.score_samples(self._embed(X, desc="ConvexMIL score"))
+
+    def transform(self, X: Any) -> np.ndarray:
+        """L2-normalised embeddings ``z`` of the images.
+
+        Parameters
+        ----------
+        X : images
+            Any form :func:`ssad._images.check_images` accepts.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features), dtype float32
+            The embeddings the score compares.
+        """
+        check_is_fitted(self)
+        return self._embed(self._validate_input(X, reset=False), desc="ConvexMIL embed")
