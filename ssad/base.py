@@ -4,9 +4,10 @@ Every detector in ssad, the 2-D scorers on embeddings as well as the deep image
 detectors, derives from :class:`BaseDetector`.  Subclasses implement two methods:
 
 ``_fit(X) -> training scores``
-    learn the model from the validated input and return the scores that
-    ``score_samples`` gives for that same input (or ``None``, in which case the
-    base class calls ``_score_samples`` on it);
+    learn the model from the validated input and return the training scores
+    that set the threshold: the scores ``score_samples`` gives for that same
+    input (or ``None``, in which case the base class calls ``_score_samples``
+    on it), or leave-one-out scores where a detector documents so;
 ``_score_samples(X) -> scores``
     higher = more normal.
 
@@ -111,6 +112,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         Threshold on ``score_samples``: samples that score below it are
         predicted as outliers.
+    train_scores_ : ndarray of shape (n_train,), dtype float64
+        Scores of the training samples that set ``offset_``: ``score_samples``
+        of the training data, except where a detector documents otherwise
+        (:class:`~ssad.KNNScorer` scores each training sample against the
+        others).
 
     Notes
     -----
@@ -158,6 +164,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         if scores is None:
             scores = self._score_samples(X)
         scores = self._check_scores(scores, X)
+        self.train_scores_ = scores
         contamination = (
             AUTO_CONTAMINATION if self.contamination == "auto" else float(self.contamination)
         )

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 from tqdm.auto import tqdm
@@ -46,6 +46,10 @@ def _reinit_(module: nn.Module) -> None:
                 nn.init.normal_(m.bias, std=1e-6)
         elif m is not module and callable(getattr(m, "reset_parameters", None)):
             getattr(m, "reset_parameters")()  # noqa: B009
+
+
+def _final_step(estimator: Any) -> Any:
+    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
 def _make_students(blocks: list[nn.Module], init: str) -> nn.ModuleList:
@@ -364,7 +368,9 @@ class TransformalyDetector(ImageDetector):
         zp, zf = self._embed(X, desc="Transformaly embed")
         self.pretrained_scorer_ = None if zp is None else self._new_scorer("pretrained").fit(zp)
         self.finetuned_scorer_ = None if zf is None else self._new_scorer("finetuned").fit(zf)
-        return self._combine(zp, zf)
+        # the scorers' own training scores (leave-one-out for kNN) set the threshold
+        scorers = [s for s in (self.pretrained_scorer_, self.finetuned_scorer_) if s is not None]
+        return np.sum([_final_step(s).train_scores_ for s in scorers], axis=0)
 
     def _train_students(
         self, X: ImageSet, blocks: list[nn.Module], rng: np.random.Generator

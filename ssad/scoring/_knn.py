@@ -33,8 +33,8 @@ class KNNScorer(BaseDetector):
     Parameters
     ----------
     n_neighbors : int, default=2
-        Number of nearest training samples; must not exceed the number of
-        training samples.
+        Number of nearest training samples; must be smaller than the number
+        of training samples.
     metric : {"l2", "cosine"}, default="l2"
         ``"l2"``: Euclidean distance.  ``"cosine"``: cosine distance
         ``1 - cos(x, x_i)``, computed as an inner product of L2-normalised
@@ -58,7 +58,7 @@ class KNNScorer(BaseDetector):
         ``contamination`` of them) are predicted as outliers.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during ``fit``; only set when ``X`` has string
         column names.
 
@@ -81,19 +81,17 @@ class KNNScorer(BaseDetector):
     the Euclidean distance is the square root of faiss' squared distance
     (clipped at 0 against round-off), and the scores are returned as float64.
 
-    A training sample is its own nearest neighbour: the training scores, and
-    so ``offset_``, are exactly ``score_samples(X_train)``, with the sample
-    itself among its ``n_neighbors`` neighbours (at distance 0, up to float32
-    round-off for the cosine metric).  Scoring the training set thus differs
-    from leave-one-out kNN; it is what keeps ``predict(X_train)`` consistent
-    with ``offset_`` and ``contamination`` (scikit-learn's
-    ``check_outliers_train`` and ``check_outliers_fit_predict``).  The price:
-    training samples have one neighbour at distance 0 that new samples lack,
-    so ``offset_`` is optimistic and more than ``contamination`` of new
-    inliers may fall below it.  With ``n_neighbors=1`` every training score is
-    0 and ``predict`` flags every sample that is not a training sample; use
-    ``n_neighbors >= 2`` when ``predict`` matters (the ranking of
-    ``score_samples`` is not affected).
+    ``offset_`` comes from *leave-one-out* training scores: each training
+    sample is scored against the other training samples (``n_neighbors + 1``
+    are searched and the sample itself is dropped), as
+    :meth:`sklearn.neighbors.NearestNeighbors.kneighbors` does with
+    ``X=None``.  So ``predict`` flags about ``contamination`` of *new* samples
+    from the training distribution.  ``score_samples(X_train)`` itself keeps
+    each training sample as its own neighbour (at distance 0), which is why
+    ``predict(X_train)`` flags fewer than ``contamination`` of the training
+    samples, and why scikit-learn's ``check_outliers_train`` and
+    ``check_outliers_fit_predict`` are expected to fail for this estimator.
+    ``n_neighbors`` must be smaller than the number of training samples.
 
     The reference code of Mean-Shifted Contrastive Loss [1]_ scores with the
     sum of the *squared* L2 distances between L2-normalised features
@@ -147,19 +145,20 @@ class KNNScorer(BaseDetector):
         self.aggregate = aggregate
         self.batch_size = batch_size
 
-    def _fit(self, X: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray) -> np.ndarray:
         n_samples = X.shape[0]
-        if self.n_neighbors > n_samples:
-            # scikit-learn's kneighbors wording; fit queries the training set itself
+        if self.n_neighbors >= n_samples:
+            # scikit-learn's kneighbors wording; the training scores leave each sample out
             raise ValueError(
-                "Expected n_neighbors <= n_samples_fit, but n_neighbors = "
+                "Expected n_neighbors < n_samples_fit (each training sample is scored "
+                "against the others), but n_neighbors = "
                 f"{self.n_neighbors}, n_samples_fit = {n_samples}, n_samples = {n_samples}"
             )
         self._fit_X = self._prepare(X)
         self.n_samples_fit_ = n_samples
         self._index = self._build_index()
         logger.debug("Indexed %d training samples (metric=%r).", n_samples, self.metric)
-        return None
+        return self._search_scores(self._fit_X, leave_self_out=True)
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
         """The float32 C-contiguous vectors faiss searches (L2-normalised for cosine)."""
@@ -174,14 +173,26 @@ class KNNScorer(BaseDetector):
         return index
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
+        return self._search_scores(self._prepare(X), leave_self_out=False)
+
+    def _search_scores(self, queries: np.ndarray, leave_self_out: bool) -> np.ndarray:
+        """Scores of ``queries``; with ``leave_self_out`` (queries = the training set)
+        each row's own entry is removed from its neighbours."""
         if self._index is None:  # unpickled: rebuild from the stored training matrix
             self._index = self._build_index()
-        queries = self._prepare(X)
         aggregate = _AGGREGATES[self.aggregate]
+        k = self.n_neighbors + int(leave_self_out)
         scores = np.empty(queries.shape[0], dtype=np.float64)
         for batch in gen_batches(queries.shape[0], self.batch_size):
-            found, _ = self._index.search(queries[batch], self.n_neighbors)
+            found, idx = self._index.search(queries[batch], k)
             found = found.astype(np.float64)
+            if leave_self_out:
+                rows = np.arange(batch.start, batch.stop)[:, None]
+                is_self = idx == rows
+                # drop the query's own entry; if ties pushed it out, drop the farthest
+                is_self[~is_self.any(axis=1), -1] = True
+                is_self &= np.cumsum(is_self, axis=1) == 1
+                found = found[~is_self].reshape(len(found), self.n_neighbors)
             if self.metric == "cosine":
                 distances = np.clip(1.0 - found, 0.0, 2.0)
             else:

@@ -73,8 +73,10 @@ def check_image_detector(
     4. ``score_samples`` gives finite float64 of shape ``(n,)``;
     5. ``decision_function(X) == score_samples(X) - offset_``;
     6. ``predict`` returns +1/-1 and agrees with ``decision_function >= 0``;
-    7. with ``contamination`` set, that share of the training images is
-       predicted as outliers (up to ties);
+    7. with ``contamination`` set, ``offset_`` is that quantile of
+       ``train_scores_`` (so that share of training images falls below it, up
+       to ties), and ``predict`` on the training images agrees where
+       ``train_scores_`` are the training images' ``score_samples``;
     8. the same ``random_state`` gives the same scores, when the estimator has
        a ``random_state`` parameter;
     9. a pickle round-trip keeps the scores.
@@ -137,15 +139,24 @@ def check_image_detector(
 
     est_c = _set_final_params(clone(est), contamination=contamination)
     est_c.fit(X)
-    dec = est_c.decision_function(X)
-    n_out = int(np.sum(est_c.predict(X) == -1))
+    final = _final(est_c)
+    train_scores = final.train_scores_
+    assert train_scores.shape == (n,), f"train_scores_ shape {train_scores.shape} != ({n},)"
+    np.testing.assert_allclose(
+        final.offset_, np.percentile(train_scores, 100 * contamination), rtol=1e-9, atol=1e-12
+    )
+    n_out = int(np.sum(train_scores < final.offset_))
     expected = contamination * n
     if abs(n_out - expected) > 1:
-        n_ties = int(np.sum(np.isclose(dec, 0.0, atol=1e-9)))
+        n_ties = int(np.sum(np.isclose(train_scores, final.offset_, atol=1e-9)))
         assert abs(n_out - expected) <= 1 + n_ties, (
-            f"{name} with contamination={contamination} flagged {n_out} of {n} training "
-            f"images as outliers; expected about {expected:g}."
+            f"{name} with contamination={contamination} puts {n_out} of {n} training scores "
+            f"below offset_; expected about {expected:g}."
         )
+    if np.allclose(train_scores, est_c.score_samples(X)):  # not leave-one-out
+        assert abs(int(np.sum(est_c.predict(X) == -1)) - n_out) <= 1 + int(
+            np.sum(np.isclose(train_scores, final.offset_, atol=1e-9))
+        ), f"{name}: predict(X_train) disagrees with train_scores_ and offset_."
 
     if "random_state" in est.get_params():
         again = clone(est).fit(X).score_samples(X)
