@@ -248,6 +248,8 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+#: The ``pooling`` values of :func:`pooled_features` and the feature extractors.
+#: The ``pooling`` values of :func:`pooled_features` and the feature extractors.
 POOLINGS = ("cls", "mean", "cls+mean")
 
 

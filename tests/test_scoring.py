@@ -208,7 +208,7 @@ def test_knn_matches_sklearn_nearest_neighbors(metric, aggregate):
 
 
 def test_knn_offset_from_leave_one_out_training_scores():
-    X_train, X_test = _data()
+    X_train, _ = _data()
     scorer = KNNScorer(n_neighbors=2, aggregate="sum", contamination=0.2).fit(X_train)
     nn = NearestNeighbors(n_neighbors=2).fit(X_train)
     leave_one_out, _ = nn.kneighbors()  # the 2 nearest *other* samples

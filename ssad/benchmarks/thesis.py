@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     y_train, y_test = data.y_train[tr], data.y_test[te]
 
     rows = []
-    for split in leave_one_out_splits(y_train, y_test, args.classes, target_names=data.target_names):
+    for split in leave_one_out_splits(
+        y_train, y_test, args.classes, target_names=data.target_names
+    ):
         Zf, Zs = Z_train[split.train_idx], Z_test[split.test_idx]
         start = time.perf_counter()
         out = thesis_scores(
@@ -86,7 +88,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": time.perf_counter() - start,
         }
         rows.append(row)
-        print(f"{split.name:22s} " + " ".join(f"{k}={100 * row[k]:.2f}" for k in COLUMNS), flush=True)
+        print(
+            f"{split.name:22s} " + " ".join(f"{k}={100 * row[k]:.2f}" for k in COLUMNS), flush=True
+        )
     return {
         "benchmark": "thesis-pipeline",
         "dataset": "fashion-mnist",

@@ -98,7 +98,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         rows.append(row)
         logger.info("%s: %s", split.name, {k: round(100 * row[k], 2) for k in COLUMNS})
-        print(f"{split.name:22s} " + " ".join(f"{k}={100 * row[k]:.2f}" for k in COLUMNS), flush=True)
+        print(
+            f"{split.name:22s} " + " ".join(f"{k}={100 * row[k]:.2f}" for k in COLUMNS), flush=True
+        )
     means = {k: float(np.mean([r[k] for r in rows])) for k in COLUMNS}
     return {
         "benchmark": "transformaly-feature-spaces",

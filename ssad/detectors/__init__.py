@@ -1,4 +1,4 @@
-"""Deep image detectors and recipes: a backbone, its training objective and scorers from ssad.scoring."""
+"""Deep image detectors and recipes: a backbone, its training objective, scorers from ssad.scoring."""
 
 from ssad.detectors.thesis import make_thesis_pipeline, thesis_scores
 from ssad.detectors.transformaly import Transformaly, TransformalyDetector

@@ -196,7 +196,7 @@ class TimmFeatures(
 
         Returns
         -------
-        ndarray of shape (n_images, n_features_out_), dtype float32
+        ndarray of shape (n_images, ``n_features_out_``), dtype float32
             The embeddings.
         """
         check_is_fitted(self)

@@ -55,7 +55,7 @@ class CosineKernelScorer(BaseDetector):
         ``contamination`` of them) are predicted as outliers.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during ``fit``; only set when ``X`` has string
         column names.
 

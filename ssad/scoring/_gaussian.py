@@ -65,7 +65,7 @@ class GaussianScorer(BaseDetector):
         ``contamination`` of them) are predicted as outliers.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during ``fit``; only set when ``X`` has string
         column names.
 
@@ -205,7 +205,7 @@ class GaussianScorer(BaseDetector):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, ``n_features_in_``)
             Samples to measure.
 
         Returns
