@@ -67,13 +67,17 @@ class RandomResizedCrop(ViewTransform):
         out = (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
         dev = x.device
         area = torch.empty(b, device=dev).uniform_(*self.scale) * h * w
-        log_r = torch.empty(b, device=dev).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]))
+        log_r = torch.empty(b, device=dev).uniform_(
+            math.log(self.ratio[0]), math.log(self.ratio[1])
+        )
         r = torch.exp(log_r)
         cw = torch.sqrt(area * r).clamp(1, w)
         ch = torch.sqrt(area / r).clamp(1, h)
         x0 = torch.rand(b, device=dev) * (w - cw)
         y0 = torch.rand(b, device=dev) * (h - ch)
-        boxes = torch.stack([torch.arange(b, device=dev, dtype=x.dtype), x0, y0, x0 + cw, y0 + ch], 1)
+        boxes = torch.stack(
+            [torch.arange(b, device=dev, dtype=x.dtype), x0, y0, x0 + cw, y0 + ch], 1
+        )
         return roi_align(x, boxes.to(x.dtype), output_size=out, aligned=True, sampling_ratio=-1)
 
 

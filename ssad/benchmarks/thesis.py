@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def to_markdown(result: dict[str, Any]) -> str:
     """Markdown table of a result dictionary from :func:`run` (AUROC in %)."""
     lines = [
-        "| held-out class | K-means | GMM filter + K-means | Gaussian | kNN (k=2) | K before/after |",
+        "| held-out class | K-means | GMM filter + K-means | Gaussian | kNN (k=2) "
+        "| K before/after |",
         "|---|---|---|---|---|---|",
     ]
     for r in result["splits"]:

@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scores["knn_pretrained"] = knn.score_samples(zp)
         row = {
             "split": split.name,
-            "n_train": int(len(X_fit)),
-            "n_test": int(len(X_test)),
+            "n_train": len(X_fit),
+            "n_test": len(X_test),
             **{k: float(roc_auc_score(split.is_anomaly, -v)) for k, v in scores.items()},
             "fit_seconds": fit_s,
             "fit_images_per_s": len(X_fit) * args.n_epochs / fit_s,
