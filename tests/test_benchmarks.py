@@ -1,0 +1,490 @@
+"""Protocols, evaluate, the sensitivity score, the registry and the runner of ssad.benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator
+from sklearn.decomposition import PCA
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from ssad.benchmarks import (
+    EvaluationResult,
+    PixelFeatures,
+    Split,
+    available_estimators,
+    contaminated_splits,
+    dataset_vs_dataset,
+    evaluate,
+    json_safe,
+    leave_one_out_splits,
+    load_schema,
+    make_estimator,
+    one_class_splits,
+    register_estimator,
+    select_by_sensitivity,
+    sensitivity_score,
+    validate_report,
+)
+from ssad.benchmarks.__main__ import main
+from ssad.benchmarks._schema import _check
+from ssad.datasets import make_anomaly_images, make_shape_images
+from ssad.scoring import GaussianScorer, KNNScorer
+
+NAMES = [f"c{i}" for i in range(4)]
+
+
+@pytest.fixture
+def labels() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 4, 400), rng.integers(0, 4, 100)
+
+
+@pytest.fixture
+def anomaly_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """60 normal training images; 30 normal + 15 anomalous test images (16x16 grey)."""
+    X, y = make_anomaly_images(90, 15, image_size=16, n_channels=1, random_state=0)
+    return X[:60], y[:60], X[60:], y[60:]
+
+
+def knn_pixels() -> Pipeline:
+    return Pipeline([("pixels", PixelFeatures()), ("knn", KNNScorer(n_neighbors=2))])
+
+
+# -- protocols ------------------------------------------------------------------------------
+
+
+def test_one_class_splits(labels: tuple[np.ndarray, np.ndarray]) -> None:
+    y_train, y_test = labels
+    splits = list(one_class_splits(y_train, y_test, target_names=NAMES))
+    assert [s.name for s in splits] == [f"class {c}: c{c}" for c in range(4)]
+    for c, s in enumerate(splits):
+        assert isinstance(s, Split)
+        assert np.all(y_train[s.train_idx] == c)
+        assert s.n_train == np.sum(y_train == c)
+        np.testing.assert_array_equal(s.test_idx, np.arange(len(y_test)))
+        np.testing.assert_array_equal(s.is_anomaly, y_test != c)
+        assert s.is_anomaly.dtype == bool
+        assert s.normal_classes == (c,) and s.n_train_anomalies == 0
+        assert s.n_anomalies == np.sum(y_test != c)
+
+
+def test_one_class_splits_classes_and_errors(labels: tuple[np.ndarray, np.ndarray]) -> None:
+    y_train, y_test = labels
+    assert [s.name for s in one_class_splits(y_train, y_test, [2, 0])] == ["class 2", "class 0"]
+    with pytest.raises(ValueError, match=r"classes \[7\] have no training image"):
+        list(one_class_splits(y_train, y_test, [7]))
+    with pytest.raises(ValueError, match="every test image is normal"):
+        list(one_class_splits(y_train, np.zeros(5, dtype=int), [0]))
+    with pytest.raises(TypeError, match="integer class labels"):
+        list(one_class_splits(y_train.astype(float), y_test))
+
+
+def test_leave_one_out_splits(labels: tuple[np.ndarray, np.ndarray]) -> None:
+    y_train, y_test = labels
+    splits = list(leave_one_out_splits(y_train, y_test, target_names=NAMES))
+    assert len(splits) == 4
+    for c, s in enumerate(splits):
+        assert s.name == f"class {c}: c{c}"
+        assert np.all(y_train[s.train_idx] != c)
+        assert s.n_train == np.sum(y_train != c)
+        np.testing.assert_array_equal(s.is_anomaly, y_test == c)
+        assert s.normal_classes == tuple(k for k in range(4) if k != c)
+
+
+@pytest.mark.parametrize("ratio", [0.02, 0.05, 0.1, 0.3])
+def test_contaminated_splits_ratio(labels: tuple[np.ndarray, np.ndarray], ratio: float) -> None:
+    y_train, y_test = labels
+    for c, s in enumerate(contaminated_splits(y_train, y_test, ratio, random_state=0)):
+        own = y_train[s.train_idx] == c
+        assert own.sum() == np.sum(y_train == c)  # every image of c is in
+        n_other = int((~own).sum())
+        assert n_other == s.n_train_anomalies
+        assert n_other == round(ratio * own.sum() / (1 - ratio))
+        assert abs(n_other / s.n_train - ratio) <= 1.0 / s.n_train  # the share, within rounding
+        assert len(np.unique(s.train_idx)) == s.n_train  # drawn without replacement
+        np.testing.assert_array_equal(s.is_anomaly, y_test != c)
+
+
+def test_contaminated_splits_reproducible(labels: tuple[np.ndarray, np.ndarray]) -> None:
+    y_train, y_test = labels
+    a = [s.train_idx for s in contaminated_splits(y_train, y_test, 0.1, random_state=3)]
+    b = [s.train_idx for s in contaminated_splits(y_train, y_test, 0.1, random_state=3)]
+    c = [s.train_idx for s in contaminated_splits(y_train, y_test, 0.1, random_state=4)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    # with an int seed, a class's draw does not depend on the other classes run
+    (only2,) = contaminated_splits(y_train, y_test, 0.1, classes=[2], random_state=3)
+    np.testing.assert_array_equal(only2.train_idx, a[2])
+    # ratio 0 is the one-class protocol
+    for s0, s1 in zip(contaminated_splits(y_train, y_test, 0.0), one_class_splits(y_train, y_test)):
+        np.testing.assert_array_equal(s0.train_idx, s1.train_idx)
+
+
+def test_contaminated_splits_errors(labels: tuple[np.ndarray, np.ndarray]) -> None:
+    y_train, y_test = labels
+    for bad in (-0.1, 1.0, "0.1", True):
+        with pytest.raises(ValueError, match="'ratio' parameter"):
+            list(contaminated_splits(y_train, y_test, bad))
+    y = np.array([0] * 50 + [1] * 2)
+    with pytest.raises(ValueError, match="only 2 exist"):
+        list(contaminated_splits(y, y, 0.5, classes=[0]))
+
+
+def test_dataset_vs_dataset() -> None:
+    (s,) = dataset_vs_dataset(5, 3, 4, name="a vs b")
+    assert s.name == "a vs b"
+    np.testing.assert_array_equal(s.train_idx, np.arange(5))
+    np.testing.assert_array_equal(s.test_idx, np.arange(7))
+    np.testing.assert_array_equal(s.is_anomaly, [False] * 3 + [True] * 4)
+    with pytest.raises(ValueError, match="'n_test_out' parameter"):
+        list(dataset_vs_dataset(5, 3, 0))
+
+
+# -- evaluate -------------------------------------------------------------------------------
+
+
+def test_evaluate_matches_manual_auroc(anomaly_data: tuple[np.ndarray, ...]) -> None:
+    X_tr, y_tr, X_te, y_te = anomaly_data
+    est = knn_pixels()
+    res = evaluate(est, one_class_splits(y_tr, y_te), X_tr, X_te, random_state=0, name="knn")
+    assert isinstance(res, EvaluationResult)
+    assert not hasattr(est[-1], "offset_")  # the estimator given is cloned, never fitted
+    (split,) = res.splits
+    scores = knn_pixels().fit(X_tr).score_samples(X_te)
+    assert split.auroc == pytest.approx(roc_auc_score(y_te == 1, -scores))
+    assert split.average_precision == pytest.approx(average_precision_score(y_te == 1, -scores))
+    assert split.auroc > 0.9  # textured patches are far from discs in pixel space
+    assert res.mean_auroc == split.auroc
+    assert split.fit_seconds > 0 and split.score_seconds > 0
+    assert split.fit_images_per_s == pytest.approx(60 / split.fit_seconds)
+    assert split.peak_rss_mb > 0
+    assert split.peak_cuda_mb is None
+    # baselines: knn-pixels is the estimator, the embeddings are the pixels
+    assert [m.name for m in res.models] == ["knn", "iforest-pixels"]
+    assert set(res.skipped_baselines) == {"knn-pixels", "knn-embeddings"}
+    report = res.to_dict()
+    validate_report(report)
+    json.dumps(report, allow_nan=False)
+    assert report["dataset"] is None and report["seed"] == 0
+    assert report["estimator"]["params"]["steps"][1][1]["params"]["n_neighbors"] == 2
+    assert "| **mean AUROC** |" in res.to_markdown()
+
+
+def test_evaluate_several_splits_and_baselines() -> None:
+    X, y = make_shape_images(150, n_classes=3, image_size=16, random_state=0)
+    est = make_pipeline(PixelFeatures(), PCA(8, random_state=0), GaussianScorer(variance=None))
+    res = evaluate(est, one_class_splits(y[:100], y[100:]), X[:100], X[100:], random_state=0)
+    assert [m.name for m in res.models] == [
+        "Pipeline",
+        "knn-embeddings",
+        "knn-pixels",
+        "iforest-pixels",
+    ]
+    assert all(len(m.splits) == 3 for m in res.models)
+    assert res.estimator.mean_auroc == pytest.approx(np.mean([s.auroc for s in res.splits]))
+    # knn-embeddings = kNN (k=2) on the fitted pipeline[:-1] of the split
+    emb = res.baselines[0]
+    for c, s in enumerate(emb.splits):
+        head = make_pipeline(PixelFeatures(), PCA(8, random_state=0)).fit(X[:100][y[:100] == c])
+        knn = KNNScorer(n_neighbors=2).fit(head.transform(X[:100][y[:100] == c]))
+        expected = roc_auc_score(y[100:] != c, -knn.score_samples(head.transform(X[100:])))
+        assert s.auroc == pytest.approx(expected)
+    # the same splits for every model
+    for m in res.models:
+        assert [s.name for s in m.splits] == ["class 0", "class 1", "class 2"]
+        assert [s.n_train for s in m.splits] == [s.n_train for s in res.splits]
+    validate_report(res.to_dict())
+
+
+class _TransformDetector(BaseEstimator):
+    """A non-pipeline detector with a transform (like TransformalyDetector)."""
+
+    def fit(self, X: Any, y: Any = None) -> _TransformDetector:
+        self.scorer_ = GaussianScorer(variance=None).fit(self.transform(X))
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        Z = PixelFeatures().fit_transform(X)
+        return np.c_[Z.mean(axis=1), Z.std(axis=1)]
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        return self.scorer_.score_samples(self.transform(X))
+
+
+def test_evaluate_transform_and_baseline_options(anomaly_data: tuple[np.ndarray, ...]) -> None:
+    X_tr, y_tr, X_te, y_te = anomaly_data
+    splits = list(one_class_splits(y_tr, y_te))
+    res = evaluate(_TransformDetector(), splits, X_tr, X_te, random_state=0)
+    assert [m.name for m in res.models][:2] == ["_TransformDetector", "knn-embeddings"]
+    Z_tr = _TransformDetector().transform(X_tr)
+    knn = KNNScorer(n_neighbors=2).fit(Z_tr)
+    expected = roc_auc_score(y_te == 1, -knn.score_samples(_TransformDetector().transform(X_te)))
+    assert res.baselines[0].splits[0].auroc == pytest.approx(expected)
+    # no baselines; an explicit mapping
+    assert evaluate(knn_pixels(), splits, X_tr, X_te, baselines=None).baselines == []
+    res = evaluate(
+        knn_pixels(),
+        splits,
+        X_tr,
+        X_te,
+        baselines={"k5": make_estimator("knn-pixels", {"knn__n_neighbors": 5})},
+    )
+    assert [m.name for m in res.baselines] == ["k5"]
+    with pytest.raises(ValueError, match="'baselines' parameter"):
+        evaluate(knn_pixels(), splits, X_tr, X_te, baselines="all")
+    with pytest.raises(ValueError, match="no split"):
+        evaluate(knn_pixels(), [], X_tr, X_te)
+
+
+def test_evaluate_skips_only_identical_baselines(anomaly_data: tuple[np.ndarray, ...]) -> None:
+    X_tr, y_tr, X_te, y_te = anomaly_data
+    splits = list(one_class_splits(y_tr, y_te))
+    same = evaluate(
+        make_estimator("iforest-pixels", random_state=0), splits, X_tr, X_te, random_state=0
+    )
+    assert "iforest-pixels" in same.skipped_baselines
+    other = evaluate(
+        make_estimator("iforest-pixels", random_state=1), splits, X_tr, X_te, random_state=0
+    )
+    assert "iforest-pixels" not in other.skipped_baselines
+    assert [m.name for m in other.baselines] == ["knn-pixels", "iforest-pixels"]
+
+
+# -- sensitivity score ----------------------------------------------------------------------
+
+
+def test_sensitivity_score_iid_near_half() -> None:
+    X, _ = make_anomaly_images(500, 0, image_size=16, n_channels=1, random_state=0)
+    est = knn_pixels()
+    s = sensitivity_score(est, X[:350], X[350:], n_holdout=150, random_state=0)
+    assert abs(s - 0.5) < 0.1
+    assert s == sensitivity_score(est, X[:350], X[350:], n_holdout=150, random_state=0)
+    # sign: test images less normal than the held-out training images -> above 0.5
+    X_far, _ = make_anomaly_images(1, 100, image_size=16, n_channels=1, random_state=1)
+    assert sensitivity_score(est, X[:350], X_far[1:], n_holdout=150, random_state=0) > 0.9
+    for bad in (0, 350, 1.5):
+        with pytest.raises(ValueError, match="'n_holdout' parameter"):
+            sensitivity_score(est, X[:350], X[350:], n_holdout=bad)
+
+
+def test_select_by_sensitivity() -> None:
+    X, _ = make_anomaly_images(300, 0, image_size=16, n_channels=1, random_state=0)
+    sel = select_by_sensitivity(
+        knn_pixels(), "knn__n_neighbors", [1, 3, 10], X[:200], X[200:], n_holdout=80, random_state=0
+    )
+    assert [row["value"] for row in sel.table] == [1, 3, 10]
+    dist = [abs(row["sensitivity"] - 0.5) for row in sel.table]
+    assert sel.best_value == [1, 3, 10][int(np.argmin(dist))]
+    assert abs(sel.best_sensitivity - 0.5) == pytest.approx(min(dist))
+    with pytest.raises(ValueError, match="at least one"):
+        select_by_sensitivity(knn_pixels(), "knn__n_neighbors", [], X, X, n_holdout=5)
+
+
+# -- registry, helpers ----------------------------------------------------------------------
+
+
+def test_registry() -> None:
+    names = available_estimators()
+    for name in (
+        "knn-pixels",
+        "iforest-pixels",
+        "gaussian-pixels",
+        "efficientnet-knn",
+        "efficientnet-gaussian",
+        "dino-knn",
+        "transformaly",
+    ):
+        assert name in names
+    assert make_estimator("iforest-pixels", random_state=7)[-1].random_state == 7
+    assert make_estimator("knn-pixels", {"knn__n_neighbors": 4})[-1].n_neighbors == 4
+    with pytest.raises(ValueError, match="Unknown estimator"):
+        make_estimator("nope")
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        make_estimator("knn-pixels", {"bogus": 1})
+    register_estimator(
+        "test-gauss", lambda: make_pipeline(PixelFeatures(), GaussianScorer()), overwrite=True
+    )
+    assert isinstance(make_estimator("test-gauss")[-1], GaussianScorer)
+    with pytest.raises(ValueError, match="already registered"):
+        register_estimator("test-gauss", knn_pixels)
+    with pytest.raises(ValueError, match="lower-case"):
+        register_estimator("Bad Name", knn_pixels)
+
+
+def test_pixel_features() -> None:
+    X = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
+    Z = PixelFeatures().fit_transform(X)
+    assert Z.shape == (2, 9) and Z.dtype == np.float32
+    np.testing.assert_allclose(Z, X.reshape(2, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(PixelFeatures().fit_transform(X / 255.0), Z, rtol=1e-6)
+    with pytest.raises(ValueError, match="pixel values per image"):
+        PixelFeatures().fit(X).transform(np.zeros((1, 4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="'dtype' parameter of PixelFeatures"):
+        PixelFeatures(dtype="int8").fit(X)
+    assert PixelFeatures(dtype="float64").fit_transform(X).dtype == np.float64
+
+
+def test_json_safe() -> None:
+    out = json_safe(
+        {
+            "a": (1, np.float32(0.5)),
+            "p": Path("/x"),
+            "n": float("nan"),
+            "e": make_pipeline(KNNScorer()),
+        }
+    )
+    assert out["a"] == [1, 0.5] and out["p"] == "/x" and out["n"] == "nan"
+    assert out["e"]["class"] == "sklearn.pipeline.Pipeline"
+    json.dumps(out, allow_nan=False)
+
+
+def test_builtin_validator_finds_errors() -> None:
+    schema = load_schema()
+    assert schema["$defs"]["split"]["additionalProperties"] is False
+    errors = _check({"schema_version": "1.0", "seed": "x"}, schema, schema, "$")
+    assert any("missing 'estimator'" in e for e in errors)
+    assert any("$.seed: expected integer or null" in e for e in errors)
+    with pytest.raises(ValueError, match="does not match schema.json"):
+        validate_report({"schema_version": "1.0"})
+
+
+# -- the runner -----------------------------------------------------------------------------
+
+
+def _report(out: Path) -> tuple[dict[str, Any], str]:
+    (json_path,) = out.glob("*.json")
+    (md_path,) = out.glob("*.md")
+    return json.loads(json_path.read_text()), md_path.read_text()
+
+
+def test_runner_digits_one_class(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "--dataset",
+        "digits",
+        "--classes",
+        "0",
+        "1",
+        "--estimator",
+        "knn-pixels",
+        "--seed",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    report, md = _report(tmp_path)
+    validate_report(report)
+    assert report["dataset"]["name"] == "digits"
+    assert report["dataset"]["n_train"] == 1437 and report["dataset"]["n_test"] == 360
+    assert report["protocol"] == {"name": "one-class", "classes": [0, 1], "ratio": None}
+    assert report["seed"] == 1 and report["command"] == argv
+    assert [s["name"] for s in report["estimator"]["splits"]] == ["class 0: 0", "class 1: 1"]
+    assert [b["name"] for b in report["baselines"]] == ["iforest-pixels"]
+    assert report["baselines"][0]["params"]["steps"][1][1]["params"]["random_state"] == 1
+    assert report["estimator"]["mean_auroc"] > 0.95
+    assert report["environment"]["packages"]["ssad"] is not None
+    assert "| class 0: 0 |" in md and "| **mean AUROC** |" in md
+    assert "| class 0: 0 |" in capsys.readouterr().out  # the table is printed
+
+
+def test_runner_json_validates_with_jsonschema(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    main(["--dataset", "digits", "--classes", "3", "--out", str(tmp_path), "--quiet"])
+    report, _ = _report(tmp_path)
+    jsonschema.Draft202012Validator.check_schema(load_schema())
+    jsonschema.validate(report, load_schema())
+
+
+@pytest.mark.parametrize(
+    ("protocol", "extra"),
+    [("leave-one-out", []), ("contaminated", ["--ratio", "0.1"])],
+)
+def test_runner_other_protocols(tmp_path: Path, protocol: str, extra: list[str]) -> None:
+    argv = [
+        "--dataset",
+        "digits",
+        "--protocol",
+        protocol,
+        "--classes",
+        "4",
+        "--max-train",
+        "600",
+        "--max-test",
+        "200",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+        *extra,
+    ]
+    assert main(argv) == 0
+    report, _ = _report(tmp_path)
+    validate_report(report)
+    (split,) = report["estimator"]["splits"]
+    assert report["dataset"]["n_train"] == 600 and report["dataset"]["max_train"] == 600
+    assert split["n_test"] == 200
+    if protocol == "contaminated":
+        assert report["protocol"]["ratio"] == 0.1
+        n_own = split["n_train"] - split["n_train_anomalies"]
+        assert split["n_train_anomalies"] == round(0.1 * n_own / 0.9)
+    else:
+        assert split["n_anomalies"] < split["n_test"] / 4  # one class of ten is anomalous
+
+
+def test_runner_dataset_vs_dataset(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "ood"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            img = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(img).save(root / cls / f"{i}.png")
+    out = tmp_path / "out"
+    argv = [
+        "--dataset",
+        "digits",
+        "--protocol",
+        "dataset-vs-dataset",
+        "--ood-dataset",
+        "folder",
+        "--ood-root",
+        str(root),
+        "--classes",
+        "0",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    report, _ = _report(out)
+    validate_report(report)
+    (split,) = report["estimator"]["splits"]
+    assert split["name"] == "digits vs folder"
+    assert split["n_anomalies"] == 4  # the 20 % test split of 20 folder images
+    assert report["dataset"]["ood"]["image_shape"] == [12, 12, 3]
+    assert report["dataset"]["ood"]["converted_to"] == [8, 8]
+    assert split["n_train"] == report["dataset"]["n_train"]
+    assert split["auroc"] > 0.9  # random RGB noise is far from digits
+
+
+def test_runner_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list"]) == 0
+    assert "knn-pixels" in capsys.readouterr().out
+    for argv in (
+        ["--dataset", "digits", "--estimator", "nope"],
+        ["--dataset", "nope"],
+        ["--dataset", "mnist"],
+        ["--dataset", "digits", "--protocol", "dataset-vs-dataset"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--out", str(tmp_path)])
+        assert exc.value.code == 2
+    assert "--root" in capsys.readouterr().err

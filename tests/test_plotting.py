@@ -1,0 +1,127 @@
+"""ssad.plotting: ROC curves and embedding maps; the runner's --plots."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+from matplotlib.figure import Figure  # noqa: E402
+
+from ssad.benchmarks import PixelFeatures, evaluate, one_class_splits  # noqa: E402
+from ssad.benchmarks.__main__ import main  # noqa: E402
+from ssad.datasets import make_shape_images  # noqa: E402
+from ssad.plotting import plot_embedding, plot_roc_curves  # noqa: E402
+from ssad.scoring import KNNScorer  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _save(ax: object, path: Path) -> None:
+    ax.figure.savefig(path)  # type: ignore[attr-defined]
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_roc_curves_from_pairs(tmp_path: Path) -> None:
+    y = np.array([False, False, False, True, True])
+    ax = Figure().subplots()
+    out = plot_roc_curves(
+        {"perfect": (y, np.array([3.0, 2.0, 1.0, 0.0, -1.0])), "random": (y, np.zeros(5))},
+        ax=ax,
+        title="toy",
+    )
+    assert out is ax
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["perfect (AUROC 100.0)", "random (AUROC 50.0)"]
+    assert ax.get_title() == "toy"
+    _save(ax, tmp_path / "roc.png")
+    # a single pair, and a list of pairs
+    assert plot_roc_curves((y, np.arange(5.0)), ax=Figure().subplots()).get_legend() is not None
+    ax = plot_roc_curves([(y, np.arange(5.0))] * 2, ax=Figure().subplots())
+    assert len(ax.get_legend().get_texts()) == 2
+    with pytest.raises(TypeError, match="results must be"):
+        plot_roc_curves(3.0, ax=Figure().subplots())
+
+
+def test_plot_roc_curves_from_result(tmp_path: Path) -> None:
+    from sklearn.pipeline import make_pipeline
+
+    X, y = make_shape_images(90, n_classes=3, image_size=16, random_state=0)
+    res = evaluate(
+        make_pipeline(PixelFeatures(), KNNScorer()),
+        one_class_splits(y[:60], y[60:]),
+        X[:60],
+        X[60:],
+        baselines=None,
+    )
+    ax = plot_roc_curves(res, ax=Figure().subplots())
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == [f"{s.name} (AUROC {100 * s.auroc:.1f})" for s in res.splits]
+    _save(ax, tmp_path / "roc.png")
+
+
+def test_plot_roc_curves_pyplot_figure() -> None:
+    import matplotlib.pyplot as plt
+
+    y = np.array([False, True, True])
+    ax = plot_roc_curves((y, np.array([1.0, 0.0, 0.5])))
+    assert ax.figure in [plt.figure(n) for n in plt.get_fignums()]
+    plt.close("all")
+
+
+@pytest.mark.parametrize("method", ["tsne", "pca"])
+def test_plot_embedding(tmp_path: Path, method: str) -> None:
+    rng = np.random.default_rng(0)
+    Z = np.vstack([rng.normal(0, 1, (40, 64)), rng.normal(3, 1, (40, 64))])
+    labels = np.repeat([0, 1], 40)
+    with threadpool_limits(1):  # OpenMP t-SNE threads spin for long on a busy 2-core machine
+        ax = plot_embedding(
+            Z,
+            labels,
+            method=method,
+            label_names=["normal", "anomaly"],
+            ax=Figure().subplots(),
+            random_state=0,
+            title="two blobs",
+        )
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["normal", "anomaly"]
+    assert len(ax.collections) == 2
+    _save(ax, tmp_path / f"{method}.png")
+
+
+def test_plot_embedding_errors() -> None:
+    with pytest.raises(ValueError, match="'method' parameter"):
+        plot_embedding(np.zeros((5, 2)), np.zeros(5), method="umap", ax=Figure().subplots())
+    with pytest.raises(ValueError, match="one row per label"):
+        plot_embedding(np.zeros((5, 2)), np.zeros(4), ax=Figure().subplots())
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("matplotlib", "matplotlib.pyplot", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)
+    y = np.array([False, True])
+    with pytest.raises(ImportError, match=r"pip install ssad\[plot\]"):
+        plot_roc_curves((y, np.array([1.0, 0.0])))
+    with pytest.raises(ImportError, match=r"pip install ssad\[plot\]"):
+        plot_embedding(np.zeros((5, 2)), np.zeros(5))
+
+
+def test_runner_plots(tmp_path: Path) -> None:
+    argv = ["--dataset", "digits", "--classes", "0", "--max-test", "150", "--plots", "--quiet"]
+    with threadpool_limits(1):  # see test_plot_embedding
+        assert main([*argv, "--out", str(tmp_path)]) == 0
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    stem = "digits_one-class_knn-pixels_seed0"
+    assert pngs == [
+        f"{stem}_embedding.png",
+        f"{stem}_roc_iforest-pixels.png",
+        f"{stem}_roc_knn-pixels.png",
+    ]
+    for name in pngs:
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
