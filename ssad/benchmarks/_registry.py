@@ -99,7 +99,7 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n_images, n_features_out_)
+        ndarray of shape (n_images, ``n_features_out_``)
             The pixel values.
         """
         from sklearn.utils.validation import check_is_fitted

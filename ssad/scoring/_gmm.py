@@ -92,7 +92,7 @@ class GMMOutlierFilter(BaseDetector):
         ``contamination`` of them) are predicted as outliers.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during ``fit``; only set when ``X`` has string
         column names.
 
@@ -371,7 +371,7 @@ class FilteredFit(BaseDetector):
         that ``fit_predict(X)`` equals ``fit(X).predict(X)``.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during ``fit``; only set when ``X`` has string
         column names.
 

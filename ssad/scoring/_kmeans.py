@@ -136,7 +136,7 @@ class KMeansScorer(BaseDetector):
     ----------
     kmeans_ : sklearn.cluster.KMeans
         The fitted K-means model with ``n_clusters_`` clusters.
-    cluster_centers_ : ndarray of shape (n_clusters_, n_features_in_)
+    cluster_centers_ : ndarray of shape (``n_clusters_``, ``n_features_in_``)
         The centroids of ``kmeans_``.
     n_clusters_ : int
         Number of clusters used.
@@ -149,7 +149,7 @@ class KMeansScorer(BaseDetector):
         ``contamination`` of them) are predicted as outliers.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during ``fit``; only set when ``X`` has string
         column names.
 
