@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ssad._images import ImageSet
 from ssad.backbones import autocast
 
-__all__ = ["TrainResult", "cosine_schedule", "seeded", "train"]
+__all__ = ["TrainResult", "cosine_schedule", "seeded", "steps_per_epoch", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,13 @@ def cosine_schedule(
     return value
 
 
+def steps_per_epoch(n_samples: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimiser steps per epoch of :func:`train` (for per-step schedules)."""
+    if drop_last and n_samples > batch_size:
+        return n_samples // batch_size
+    return math.ceil(n_samples / batch_size)
+
+
 def _mean_loss(
     module: nn.Module,
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -125,6 +132,7 @@ def train(
     weight_decay_schedule: Callable[[int], float] | None = None,
     clip_grad_norm: float | None = None,
     after_step: Callable[[int], None] | None = None,
+    before_epoch: Callable[[int], None] | None = None,
     validation_images: ImageSet | None = None,
     drop_last: bool = False,
     verbose: int = 0,
@@ -164,6 +172,10 @@ def train(
         Clip the global gradient norm to this value.
     after_step : callable, optional
         Called with the global step after each optimiser step (EMA updates).
+    before_epoch : callable, optional
+        Called with the epoch number at the start of each epoch, before the
+        module is put in train mode (e.g. to recompute a centre of the
+        training embeddings).
     validation_images : ImageSet, optional
         After each epoch, the mean ``loss_fn`` on them (eval mode, no
         gradients) is recorded, and the weights of the best epoch are restored
@@ -187,17 +199,19 @@ def train(
     """
     result = TrainResult()
     n = len(images)
-    steps_per_epoch = n // batch_size if drop_last and n > batch_size else math.ceil(n / batch_size)
+    n_steps = steps_per_epoch(n, batch_size, drop_last)
     scaler = torch.amp.GradScaler(device.type) if _is_fp16(precision) else None
     load: dict[str, Any] = {"size": image_size, "interpolation": interpolation}
     best_loss, best_state = math.inf, None
     step = 0
-    with tqdm(total=n_epochs * steps_per_epoch, disable=verbose <= 0, desc=desc) as bar:
+    with tqdm(total=n_epochs * n_steps, disable=verbose <= 0, desc=desc) as bar:
         for epoch in range(n_epochs):
+            if before_epoch is not None:
+                before_epoch(epoch)
             module.train()
             order = rng.permutation(n)
             total, count = 0.0, 0
-            for b in range(steps_per_epoch):
+            for b in range(n_steps):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 batch = images.load(idx, device=device, **load)
                 _apply_schedules(optimizer, step, lr_schedule, weight_decay_schedule)

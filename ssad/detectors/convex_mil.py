@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssad._images import ImageSet, Preprocessor
-from ssad._training import cosine_schedule, seeded, train
+from ssad._training import cosine_schedule, seeded, steps_per_epoch, train
 from ssad.augment._views import (
     ColorJitter,
     Compose,
@@ -46,11 +45,6 @@ logger = logging.getLogger(__name__)
 
 #: Rotations by 0, 90, 180 and 270 degrees: the shifting transformation (CSI).
 N_ROTATIONS = 4
-
-
-def _steps_per_epoch(n: int, batch_size: int) -> int:
-    """Steps per epoch as :func:`ssad._training.train` counts them with ``drop_last=True``."""
-    return n // batch_size if n > batch_size else math.ceil(n / batch_size)
 
 
 def _n_features(model: nn.Module) -> int:
@@ -410,12 +404,12 @@ class ConvexMILDetector(ImageDetector):
         if self.rotation_head_ is not None:
             module["rotation_head"] = self.rotation_head_
         n, bs = len(X), self.batch_size
-        steps_per_epoch = _steps_per_epoch(n, bs)
+        n_steps = steps_per_epoch(n, bs, drop_last=True)
         lr_schedule = cosine_schedule(
             self.learning_rate,
             0.0,
-            total_steps=self.n_epochs * steps_per_epoch,
-            warmup_steps=self.warmup_epochs * steps_per_epoch,
+            total_steps=self.n_epochs * n_steps,
+            warmup_steps=self.warmup_epochs * n_steps,
         )
         views = Compose(
             [
@@ -432,20 +426,15 @@ class ConvexMILDetector(ImageDetector):
             sampling=self.sampling,
             temperature=self.temperature,
         )
-        # train() hides epoch boundaries: the step counter of after_step gives the epoch,
-        # and the mean-shift centre is refreshed by the first loss_fn call of an epoch.
-        state: dict[str, Any] = {"step": 0, "center_epoch": -1, "center": None}
+        center: dict[str, torch.Tensor | None] = {"value": None}
 
-        def after_step(step: int) -> None:
-            state["step"] = step + 1
+        def before_epoch(epoch: int) -> None:
+            # the mean-shift centre follows the encoder: recomputed at each epoch start
+            mean_shift = self.lambda_mean > 0 and epoch >= self.mean_shift_start_epoch
+            center["value"] = self._refresh_center(X) if mean_shift else None
 
         def loss_fn(batch: torch.Tensor) -> torch.Tensor:
-            epoch = state["step"] // steps_per_epoch
-            mean_shift = self.lambda_mean > 0 and epoch >= self.mean_shift_start_epoch
-            if mean_shift and state["center_epoch"] != epoch:
-                state["center"] = self._refresh_center(X)
-                state["center_epoch"] = epoch
-            return self._loss(batch, views, convex, state["center"] if mean_shift else None)
+            return self._loss(batch, views, convex, center["value"])
 
         result = train(
             module,
@@ -460,7 +449,7 @@ class ConvexMILDetector(ImageDetector):
             image_size=self.preprocessor_.size,
             interpolation=self.preprocessor_.interpolation,
             lr_schedule=lr_schedule,
-            after_step=after_step,
+            before_epoch=before_epoch,
             drop_last=True,
             verbose=self.verbose,
             desc="ConvexMIL",

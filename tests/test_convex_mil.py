@@ -1,0 +1,265 @@
+"""ConvexMILDetector and the MIL pieces of ssad.nn.mil: equations, contract, persistence."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.utils import estimator_checks as sk_checks
+
+from ssad.detectors.convex_mil import ConvexMILDetector
+from ssad.nn.mil import (
+    ConvexMILLoss,
+    convex_loss,
+    dirichlet_weights,
+    mean_shifted_loss,
+    pseudo_normality,
+    sample_convex,
+    sampling_probabilities,
+    split_candidates,
+)
+from ssad.utils.estimator_checks import SKLEARN_GENERIC_CHECKS, check_image_detector
+
+TINY = {"backbone": "test_resnet", "pretrained": False, "image_size": 32}
+
+
+# -- eq. 2: pseudo normality ----------------------------------------------------------------
+def test_pseudo_normality_hand_made_matrix():
+    M = torch.tensor(
+        [
+            [1.0, 0.9, 0.8, 0.1],
+            [0.9, 1.0, 0.7, 0.2],
+            [0.8, 0.7, 1.0, 0.3],
+            [0.1, 0.2, 0.3, 1.0],
+        ]
+    )
+    # K = 2 largest off-diagonal entries of each row; the diagonal (self) never counts
+    expected = torch.tensor([(0.9 + 0.8) / 2, (0.9 + 0.7) / 2, (0.8 + 0.7) / 2, (0.3 + 0.2) / 2])
+    torch.testing.assert_close(pseudo_normality(M, 2), expected)
+    torch.testing.assert_close(pseudo_normality(M, 1), torch.tensor([0.9, 0.9, 0.8, 0.3]))
+    # K is capped at b - 1: every other sample
+    torch.testing.assert_close(pseudo_normality(M, 10), (M.sum(1) - 1.0) / 3)
+    assert pseudo_normality(torch.ones(1, 1), 3).tolist() == [0.0]
+    with pytest.raises(ValueError, match="square"):
+        pseudo_normality(torch.ones(2, 3), 1)
+
+
+def test_split_candidates_lowest_scores_are_abnormal():
+    scores = torch.tensor([0.5, -0.2, 0.9, 0.1, 0.7, 0.3, 0.8, 0.6, 0.4, 0.95])
+    normal, abnormal = split_candidates(scores, 0.2)
+    assert abnormal.tolist() == [1, 3]
+    assert normal.tolist() == [0, 2, 4, 5, 6, 7, 8, 9]
+    # never an empty set: at least one abnormal, at least one normal
+    assert split_candidates(scores, 0.01)[1].tolist() == [1]
+    assert len(split_candidates(scores, 0.99)[0]) == 1
+    assert [t.tolist() for t in split_candidates(torch.tensor([0.3, 0.1]), 0.1)] == [[0], [1]]
+    with pytest.raises(ValueError, match="at least 2"):
+        split_candidates(torch.tensor([0.3]), 0.1)
+
+
+# -- eq. 4: sampling probabilities --------------------------------------------------------
+def test_sampling_probabilities_paper_and_inverse():
+    scores = torch.tensor([0.8, 0.2, 0.6, 0.1, 0.4])
+    normal, abnormal = torch.tensor([0, 2, 4]), torch.tensor([1, 3])
+    p_n, p_a = sampling_probabilities(scores, normal, abnormal, "paper")
+    torch.testing.assert_close(p_n, torch.tensor([0.8, 0.0, 0.6, 0.0, 0.4]) / 1.8)
+    torch.testing.assert_close(p_a, torch.tensor([0.0, 0.2, 0.0, 0.1, 0.0]) / 0.3)
+    p_n2, p_a2 = sampling_probabilities(scores, normal, abnormal, "inverse")
+    torch.testing.assert_close(p_n2, p_n)  # the normal set is weighted by s in both modes
+    torch.testing.assert_close(p_a2, torch.tensor([0.0, 0.8, 0.0, 0.9, 0.0]) / 1.7)
+    # "paper" favours the more normal abnormal candidate, "inverse" the more abnormal one
+    assert p_a[1] > p_a[3] and p_a2[3] > p_a2[1]
+
+
+def test_sampling_probabilities_negative_scores():
+    scores = torch.tensor([0.5, -0.3, -0.1, 0.2])
+    normal, abnormal = torch.tensor([0, 3]), torch.tensor([1, 2])
+    _, p_a = sampling_probabilities(scores, normal, abnormal, "paper")
+    torch.testing.assert_close(p_a, torch.tensor([0.0, 0.5, 0.5, 0.0]))  # all clipped: uniform
+    p_n, _ = sampling_probabilities(torch.tensor([0.5, -0.3, -0.1, -0.2]), normal, abnormal)
+    torch.testing.assert_close(p_n, torch.tensor([1.0, 0.0, 0.0, 0.0]))  # -0.2 clipped to 0
+    with pytest.raises(ValueError, match="sampling"):
+        sampling_probabilities(scores, normal, abnormal, "uniform")
+
+
+# -- eq. 5: convex representations --------------------------------------------------------
+def test_dirichlet_weights_on_the_simplex():
+    w = dirichlet_weights(4000, 5, generator=torch.Generator().manual_seed(0))
+    assert w.shape == (4000, 5) and bool((w >= 0).all())
+    torch.testing.assert_close(w.sum(1), torch.ones(4000))
+    # flat Dirichlet: each coordinate ~ Beta(1, C - 1), mean 1/C, variance (C-1)/(C^2 (C+1))
+    torch.testing.assert_close(w.mean(0), torch.full((5,), 0.2), atol=0.01, rtol=0)
+    torch.testing.assert_close(w.var(0), torch.full((5,), 4 / 150), atol=0.003, rtol=0)
+
+
+def test_sample_convex_draws_only_from_its_set():
+    gen = torch.Generator().manual_seed(0)
+    z = F.normalize(torch.randn(10, 6, generator=gen), dim=1)
+    p = torch.zeros(10)
+    p[[2, 5, 7]] = torch.tensor([0.5, 0.3, 0.2])
+    sample = sample_convex(z, p, n=50, n_convex=4, generator=gen)
+    assert sample.representation.shape == (50, 6)
+    assert sample.indices.shape == sample.weights.shape == (50, 4)
+    assert set(sample.indices.unique().tolist()) <= {2, 5, 7}
+    assert bool((sample.weights >= 0).all())
+    torch.testing.assert_close(sample.weights.sum(1), torch.ones(50))
+    expected = torch.einsum("nc,ncd->nd", sample.weights, z[sample.indices])
+    torch.testing.assert_close(sample.representation, expected)
+    # with replacement: C may exceed the size of the set
+    one = torch.zeros(10)
+    one[4] = 1.0
+    single = sample_convex(z, one, n=3, n_convex=5, generator=gen)
+    assert single.indices.unique().tolist() == [4]
+    torch.testing.assert_close(single.representation, z[4].expand(3, 6))
+
+
+# -- eq. 6 and the batch loss -------------------------------------------------------------
+def test_convex_loss_values():
+    e = torch.eye(3)
+    anchors, pos, neg = e[[0]], e[[0]], e[[1]]  # cos(z, z+) = 1, cos(z, z-) = 0
+    assert convex_loss(anchors, pos, neg).item() == pytest.approx(math.log1p(math.exp(-1)))
+    assert convex_loss(anchors, pos, neg, 0.5).item() == pytest.approx(math.log1p(math.exp(-2)))
+    # cosine: the (shorter) convex representations are compared by direction only
+    assert convex_loss(anchors, 0.3 * pos, 0.5 * neg).item() == pytest.approx(
+        math.log1p(math.exp(-1))
+    )
+    swapped = convex_loss(anchors, neg, pos).item()
+    assert swapped == pytest.approx(math.log1p(math.exp(1)))
+    with pytest.raises(ValueError, match="temperature"):
+        convex_loss(anchors, pos, neg, 0.0)
+
+
+def test_convex_mil_loss_separates_the_outlier():
+    gen = torch.Generator().manual_seed(0)
+    normal = F.normalize(torch.tensor([1.0, 0.0, 0.0]) + 0.05 * torch.randn(9, 3, generator=gen))
+    outlier = torch.tensor([[0.0, 0.0, 1.0]])
+    z = torch.cat([normal, outlier]).requires_grad_(True)
+    scores = pseudo_normality(z.detach() @ z.detach().T, 3)
+    assert split_candidates(scores, 0.1)[1].tolist() == [9]
+    loss_fn = ConvexMILLoss(n_neighbors=3, abnormal_fraction=0.1, n_convex=3)
+    loss = loss_fn(z, generator=gen)
+    # 9 normal anchors, z+ near them, z- = the outlier (cos ~ 0): softplus(0 - 1) each
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-1)), abs=0.02)
+    loss.backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    # two views: bags come from the second one
+    bags = F.normalize(z.detach() + 0.01, dim=1)
+    assert torch.isfinite(loss_fn(z.detach(), bags, generator=gen))
+    tiny = torch.randn(1, 3, requires_grad=True)
+    out = loss_fn(tiny)
+    assert out.item() == 0.0 and out.requires_grad
+
+
+# -- eqs. 7-8: mean-shifted loss ----------------------------------------------------------
+def _msad_reference(z1, z2, c, temperature=0.25):
+    """MSAD's formula written out: -log(e^{pos} / sum_{j != i} e^{sim_ij}) over 2b views."""
+    u = [F.normalize(v - c, dim=0) for v in torch.cat([z1, z2])]
+    n, b = len(u), len(z1)
+    total = 0.0
+    for i in range(n):
+        denom = sum(math.exp(float(u[i] @ u[j]) / temperature) for j in range(n) if j != i)
+        pos = math.exp(float(u[i] @ u[(i + b) % n]) / temperature)
+        total += -math.log(pos / denom)
+    angular = sum(float(((v - c) ** 2).sum()) for v in z1) / b
+    angular += sum(float(((v - c) ** 2).sum()) for v in z2) / b
+    return total / n, angular
+
+
+def test_mean_shifted_loss_matches_msad_formula():
+    gen = torch.Generator().manual_seed(1)
+    z1 = F.normalize(torch.randn(4, 5, generator=gen), dim=1)
+    z2 = F.normalize(z1 + 0.3 * torch.randn(4, 5, generator=gen), dim=1)
+    c = F.normalize(torch.randn(5, generator=gen), dim=0)
+    contrastive, angular = _msad_reference(z1, z2, c)
+    no_angular = mean_shifted_loss(z1, z2, c, angular=False).item()
+    assert no_angular == pytest.approx(contrastive, rel=1e-5)
+    assert mean_shifted_loss(z1, z2, c).item() == pytest.approx(contrastive + angular, rel=1e-5)
+    # the angular term is 2 - 2 cos(z, c) per view for unit vectors
+    assert angular == pytest.approx(float((2 - 2 * z1 @ c).mean() + (2 - 2 * z2 @ c).mean()))
+
+
+# -- the detector ---------------------------------------------------------------------------
+@pytest.mark.parametrize("check", SKLEARN_GENERIC_CHECKS)
+def test_sklearn_generic_checks(check):
+    getattr(sk_checks, check)("ConvexMILDetector", ConvexMILDetector(**TINY))
+
+
+def test_paper_defaults():
+    det = ConvexMILDetector()
+    assert (det.backbone, det.pretrained, det.image_size) == ("resnet18", False, 32)
+    assert (det.n_epochs, det.warmup_epochs, det.learning_rate) == (200, 10, 1e-3)
+    assert (det.mean_shift_start_epoch, det.abnormal_fraction, det.sampling) == (15, 0.1, "paper")
+    assert det.use_convex and det.lambda_mean > 0 and det.lambda_rot > 0
+
+
+def test_contract(rgb_images):
+    """check_image_detector on 12 images of 32x32: includes determinism and pickling."""
+    det = ConvexMILDetector(**TINY, n_epochs=1, warmup_epochs=0, batch_size=6, random_state=0)
+    check_image_detector(det, rgb_images, sklearn_checks=False)
+
+
+@pytest.fixture
+def small_images() -> np.ndarray:
+    """Eight random RGB uint8 images of 32x32."""
+    return np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+
+
+def test_mean_shift_centre_refreshed_once_per_epoch(small_images, monkeypatch):
+    calls = []
+    original = ConvexMILDetector._refresh_center
+
+    def counting(self, X):
+        calls.append(len(self.loss_curve_))
+        return original(self, X)
+
+    monkeypatch.setattr(ConvexMILDetector, "_refresh_center", counting)
+    det = ConvexMILDetector(
+        **TINY, n_epochs=3, batch_size=4, mean_shift_start_epoch=1, lambda_rot=0.0, random_state=0
+    ).fit(small_images)
+    assert len(calls) == 2  # epochs 1 and 2 (2 steps each), not epoch 0
+    assert len(det.loss_curve_) == 3
+    assert det.center_ is not None
+    assert np.linalg.norm(det.center_) == pytest.approx(1.0, abs=1e-5)
+    no_shift = ConvexMILDetector(**TINY, n_epochs=1, batch_size=4, random_state=0)
+    assert no_shift.fit(small_images).center_ is None  # default start epoch 15 > 1 epoch
+
+
+def test_variants_and_pickle(small_images):
+    rotation_only = ConvexMILDetector(
+        **TINY, n_epochs=1, batch_size=4, use_convex=False, lambda_mean=0.0, random_state=0
+    ).fit(small_images)
+    assert rotation_only.rotation_head_ is not None
+    assert rotation_only.rotation_head_.out_features == 4
+    no_rot = ConvexMILDetector(
+        **TINY,
+        n_epochs=1,
+        batch_size=4,
+        lambda_rot=0.0,
+        sampling="inverse",
+        temperature=0.5,
+        random_state=0,
+    ).fit(small_images)
+    assert no_rot.rotation_head_ is None
+    restored = pickle.loads(pickle.dumps(no_rot))
+    assert restored.rotation_head_ is None
+    np.testing.assert_allclose(
+        restored.score_samples(small_images), no_rot.score_samples(small_images), atol=1e-6
+    )
+    Z = no_rot.transform(small_images[:3])
+    assert Z.shape == (3, 96) and Z.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-5)
+    # eq. 11: score = max cosine similarity to the training embeddings, minus 1
+    X_new = small_images[::-1].copy()
+    X_new[:, :16] = 255 - X_new[:, :16]
+    cos = no_rot.transform(X_new) @ no_rot.transform(small_images).T
+    np.testing.assert_allclose(no_rot.score_samples(X_new), cos.max(1) - 1.0, atol=1e-5)
+
+
+def test_nothing_to_train(small_images):
+    det = ConvexMILDetector(**TINY, use_convex=False, lambda_rot=0.0, n_epochs=2)
+    with pytest.raises(ValueError, match="nothing to train"):
+        det.fit(small_images)
+    with pytest.raises(ValueError, match="'batch_size' parameter"):
+        ConvexMILDetector(**TINY, batch_size=1).fit(small_images)
