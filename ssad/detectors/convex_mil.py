@@ -216,11 +216,10 @@ class ConvexMILDetector(ImageDetector):
       data: the last epoch is kept.
     - **Score** (eq. 11): ``max_j cos(z, z_j) - 1`` over the training
       embeddings (:class:`~ssad.scoring.KNNScorer`, ``metric="cosine"``,
-      ``n_neighbors=1``); the ranking is that of eq. 11.  Each training image
-      is its own nearest neighbour, so every training score is exactly 0:
-      ``offset_`` is 0 and ``predict`` flags every image that is not in the
-      training set.  Use the scores (AUROC) or choose a threshold on held-out
-      normal images.
+      ``n_neighbors=1``); the ranking is that of eq. 11.  ``offset_`` comes
+      from leave-one-out training scores (each training image against the
+      others), so ``predict`` flags about ``contamination`` of new normal
+      images.
     - **Defaults** of K, C, ``lambda_mean``, ``lambda_rot`` and
       ``batch_size`` are this implementation's choices.
     - **Rotation-only variant** (the benchmarks' CSI-style baseline):
@@ -397,7 +396,7 @@ class ConvexMILDetector(ImageDetector):
 
         Z = self._embed(X, desc="ConvexMIL embed")
         self.scorer_ = KNNScorer(metric="cosine", n_neighbors=1).fit(Z)
-        return self.scorer_.score_samples(Z)
+        return self.scorer_.train_scores_  # leave-one-out: sets a usable threshold
 
     def _train(self, X: ImageSet, rng: np.random.Generator) -> None:
         module = nn.ModuleDict({"encoder": self.encoder_})
