@@ -1,0 +1,247 @@
+"""DINO's multi-crop augmentation on batches: global and local views of every image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ssad.augment._views import (
+    ColorJitter,
+    Compose,
+    GaussianBlur,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    Solarize,
+    ViewTransform,
+)
+
+__all__ = ["MultiCropTransform", "dino_view_transforms"]
+
+Size = int | tuple[int, int]
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _side(size: Size) -> int:
+    return size if isinstance(size, int) else min(size)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
+    return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of RGB images ``(b, 3, h, w)`` by ``shift`` ``(b,)`` turns (batched)."""
+    r, g, b = x.unbind(1)
+    maxc = x.amax(dim=1)
+    minc = x.amin(dim=1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h))
+    h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)
+    s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(n + 6.0 * h, 6.0)
+        out.append(maxc - maxc * s * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
+    return torch.stack(out, dim=1)
+
+
+class _BatchedColorJitter(ColorJitter):
+    """:class:`~ssad.augment.ColorJitter` with the hue shift of the whole batch at once."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        on = (torch.rand(b, device=x.device) < self.p).view(-1, 1, 1, 1)
+
+        def factor(v: float) -> torch.Tensor:
+            return torch.empty(b, 1, 1, 1, device=x.device).uniform_(1 - v, 1 + v)
+
+        y = (x * factor(self.brightness)).clamp(0, 1)
+        mean = _grey(y).mean(dim=(2, 3), keepdim=True)
+        y = (mean + factor(self.contrast) * (y - mean)).clamp(0, 1)
+        grey = _grey(y)
+        y = (grey + factor(self.saturation) * (y - grey)).clamp(0, 1)
+        if self.hue > 0 and y.shape[1] == 3:
+            shift = torch.empty(b, device=x.device).uniform_(-self.hue, self.hue)
+            y = _shift_hue(y, shift)
+        return torch.where(on, y, x)
+
+
+class _BatchedGaussianBlur(GaussianBlur):
+    """:class:`~ssad.augment.GaussianBlur` as one grouped convolution for the chosen images."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        chosen = torch.rand(x.shape[0], device=x.device) < self.p
+        n = int(chosen.sum())
+        if n == 0:
+            return x
+        _, c, h, w = x.shape
+        k = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
+        sigma = torch.empty(n, device=x.device).uniform_(*self.sigma)
+        grid = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
+        kernel = torch.exp(-(grid.view(1, -1) ** 2) / (2 * sigma.view(-1, 1).to(x.dtype) ** 2))
+        kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)
+        sel = x[chosen].reshape(1, n * c, h, w)
+        pad = k // 2
+        mode = "reflect" if min(h, w) > pad else "replicate"
+        sel = F.pad(sel, (pad, pad, pad, pad), mode=mode)
+        sel = F.conv2d(sel, kernel.view(n * c, 1, k, 1), groups=n * c)
+        sel = F.conv2d(sel, kernel.view(n * c, 1, 1, k), groups=n * c)
+        out = x.clone()
+        out[chosen] = sel.reshape(n, c, h, w)
+        return out
+
+
+def dino_view_transforms(
+    global_size: Size, local_size: Size
+) -> tuple[list[BatchTransform], BatchTransform]:
+    """DINO's photometric augmentations of the two global views and of the local views.
+
+    All views: horizontal flip (p=0.5), colour jitter (brightness 0.4,
+    contrast 0.4, saturation 0.2, hue 0.1; p=0.8), greyscale (p=0.2); then
+    global view 1: Gaussian blur (p=1.0); global view 2: blur (p=0.1) and
+    solarisation (p=0.2); local views: blur (p=0.5).  The blur's sigma range
+    (0.1, 2.0) is for 224-pixel views and scales with the view size (as the
+    reference code of Rafiee et al. does for small images).
+
+    Parameters
+    ----------
+    global_size, local_size : int or (int, int)
+        View sizes (they scale the blur).
+
+    Returns
+    -------
+    (list of two callables, callable)
+        The global views' and the local views' transforms, batch to batch.
+    """
+
+    def common() -> list[ViewTransform]:
+        return [
+            RandomHorizontalFlip(0.5),
+            _BatchedColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8),
+            RandomGrayscale(0.2),
+        ]
+
+    def sigma(size: Size) -> tuple[float, float]:
+        f = _side(size) / 224.0
+        return (0.1 * f, 2.0 * f)
+
+    g1 = Compose([*common(), _BatchedGaussianBlur(p=1.0, sigma=sigma(global_size))])
+    g2 = Compose(
+        [
+            *common(),
+            _BatchedGaussianBlur(p=0.1, sigma=sigma(global_size)),
+            Solarize(p=0.2, threshold=0.5),
+        ]
+    )
+    local = Compose([*common(), _BatchedGaussianBlur(p=0.5, sigma=sigma(local_size))])
+    return [g1, g2], local
+
+
+class MultiCropTransform:
+    """Global and local random views of every image of a batch (DINO's multi-crop).
+
+    ``transform(x)`` returns a list of ``n_global_crops + n_local_crops``
+    batches: first the global views (random resized crops of an area share in
+    ``global_scale``, resized to ``global_size``), then the local views (area
+    share in ``local_scale``, resized to ``local_size``).  Each view gets
+    DINO's photometric augmentations (:func:`dino_view_transforms`) and then,
+    if given, the ``shift`` transform (negative views).
+
+    Parameters
+    ----------
+    global_size, local_size : int or (int, int)
+        Output sizes of the global and local views.
+    n_global_crops : int, default=2
+        Number of global views.  Global view ``i`` uses the ``i % 2``-th
+        global augmentation; with a single global view, each image draws
+        one of the two at random (as the reference code does for negatives).
+    n_local_crops : int, default=8
+        Number of local views (0 disables them).
+    global_scale : (float, float), default=(0.4, 1.0)
+        Area share of the global crops.
+    local_scale : (float, float), default=(0.05, 0.4)
+        Area share of the local crops.
+    shift : callable, optional
+        Applied to every view last (e.g. :class:`~ssad.augment.RotationTransform`).
+    global_transforms : sequence of callables, optional
+        Replace the global photometric augmentations (one per global view,
+        cycled).  Default: DINO's.
+    local_transform : callable, optional
+        Replace the local photometric augmentation.  Default: DINO's.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ssad.augment import MultiCropTransform
+    >>> views = MultiCropTransform(32, 16, n_local_crops=3)(torch.rand(5, 3, 40, 40))
+    >>> [tuple(v.shape) for v in views][:3], len(views)
+    ([(5, 3, 32, 32), (5, 3, 32, 32), (5, 3, 16, 16)], 5)
+    """
+
+    def __init__(
+        self,
+        global_size: Size,
+        local_size: Size,
+        *,
+        n_global_crops: int = 2,
+        n_local_crops: int = 8,
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.4),
+        shift: BatchTransform | None = None,
+        global_transforms: Sequence[BatchTransform] | None = None,
+        local_transform: BatchTransform | None = None,
+    ) -> None:
+        if n_global_crops < 1 or n_local_crops < 0:
+            raise ValueError(
+                "n_global_crops must be >= 1 and n_local_crops >= 0; got "
+                f"{n_global_crops} and {n_local_crops}."
+            )
+        self.global_size = global_size
+        self.local_size = local_size
+        self.n_global_crops = n_global_crops
+        self.n_local_crops = n_local_crops
+        self.global_scale = (float(global_scale[0]), float(global_scale[1]))
+        self.local_scale = (float(local_scale[0]), float(local_scale[1]))
+        self.shift = shift
+        default_global, default_local = dino_view_transforms(global_size, local_size)
+        self.global_transforms = (
+            list(global_transforms) if global_transforms is not None else default_global
+        )
+        self.local_transform = local_transform if local_transform is not None else default_local
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(global_size={self.global_size!r}, "
+            f"local_size={self.local_size!r}, n_global_crops={self.n_global_crops}, "
+            f"n_local_crops={self.n_local_crops}, global_scale={self.global_scale}, "
+            f"local_scale={self.local_scale}, shift={self.shift!r})"
+        )
+
+    def _global(self, crop: torch.Tensor, i: int) -> torch.Tensor:
+        transforms = self.global_transforms
+        if self.n_global_crops > 1 or len(transforms) == 1:
+            return transforms[i % len(transforms)](crop)
+        pick = torch.randint(len(transforms), (crop.shape[0],), device=crop.device)
+        out = torch.empty_like(crop)
+        for j, transform in enumerate(transforms):
+            sel = pick == j
+            if bool(sel.any()):
+                out[sel] = transform(crop[sel])
+        return out
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Views of a batch ``(b, c, h, w)`` in [0, 1]: global views first, then local ones."""
+        global_crop = RandomResizedCrop(self.global_size, scale=self.global_scale)
+        local_crop = RandomResizedCrop(self.local_size, scale=self.local_scale)
+        views = [self._global(global_crop(x), i) for i in range(self.n_global_crops)]
+        views += [self.local_transform(local_crop(x)) for _ in range(self.n_local_crops)]
+        if self.shift is not None:
+            views = [self.shift(v) for v in views]
+        return views

@@ -1,0 +1,52 @@
+"""Exponential moving averages of network weights (momentum teachers)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["update_ema"]
+
+
+@torch.no_grad()
+def update_ema(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """Move the teacher's parameters towards the student's, in place.
+
+    ``theta_teacher <- momentum * theta_teacher + (1 - momentum) * theta_student``
+    for every parameter, matched by name.  Buffers (e.g. batch-norm running
+    statistics) are left alone, as in DINO.
+
+    Parameters
+    ----------
+    teacher, student : torch.nn.Module
+        Networks of the same architecture (same parameter names and shapes).
+    momentum : float in [0, 1]
+        1 keeps the teacher, 0 copies the student.
+
+    Raises
+    ------
+    ValueError
+        If the parameter names of the two networks differ, or ``momentum``
+        is outside [0, 1].
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ssad.nn import update_ema
+    >>> t, s = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    >>> update_ema(t, s, 0.0)
+    >>> torch.equal(t.weight, s.weight)
+    True
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1]; got {momentum}.")
+    t_params = dict(teacher.named_parameters())
+    s_params = dict(student.named_parameters())
+    if t_params.keys() != s_params.keys():
+        missing = sorted(set(s_params) ^ set(t_params))[:5]
+        raise ValueError(
+            f"Teacher and student parameters differ (e.g. {missing}); "
+            "update_ema needs two networks of the same architecture."
+        )
+    for name, t in t_params.items():
+        t.mul_(momentum).add_(s_params[name].detach().to(t.dtype), alpha=1.0 - momentum)
