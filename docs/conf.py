@@ -143,7 +143,16 @@ def _reread_everything(app, env, added, changed, removed):  # noqa: ANN001, ANN2
     return sorted(env.found_docs)
 
 
+def _skip_metadata_requests(app, what, name, obj, skip, options):  # noqa: ANN001, ANN202
+    # scikit-learn generates set_fit_request & co. for extra fit parameters (X_aux);
+    # they are its metadata-routing machinery, documented by scikit-learn.
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
 def setup(app):  # noqa: ANN001, ANN201
+    app.connect("autodoc-skip-member", _skip_metadata_requests)
     app.connect("missing-reference", _resolve_reexports)
     app.connect("env-check-consistency", _check_api_coverage)
     app.connect("env-get-outdated", _reread_everything)

@@ -6,7 +6,12 @@ for inliers and -1 for outliers.
 """
 
 from ssad.base import BaseDetector
-from ssad.detectors import Transformaly, TransformalyDetector
+from ssad.detectors import (
+    ConvexMILDetector,
+    SelfDistillNegDetector,
+    Transformaly,
+    TransformalyDetector,
+)
 from ssad.features import DINOFeatures, MAEFeatures, TimmFeatures
 from ssad.scoring import (
     CosineKernelScorer,
@@ -21,6 +26,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BaseDetector",
+    "ConvexMILDetector",
     "CosineKernelScorer",
     "DINOFeatures",
     "FilteredFit",
@@ -29,6 +35,7 @@ __all__ = [
     "KMeansScorer",
     "KNNScorer",
     "MAEFeatures",
+    "SelfDistillNegDetector",
     "TimmFeatures",
     "Transformaly",
     "TransformalyDetector",

@@ -109,7 +109,7 @@ def create_backbone(
     try:
         model = _create(name, use_hub, kwargs)
     except TypeError as exc:
-        if "img_size" not in str(exc):
+        if "'img_size'" not in str(exc):
             raise
         kwargs.pop("img_size")  # the architecture takes any input size
         model = _create(name, use_hub, kwargs)

@@ -12,7 +12,7 @@ from ssad.augment import (
     RotationTransform,
     make_shifting_transform,
 )
-from ssad.augment._multicrop import _BatchedGaussianBlur, _shift_hue
+from ssad.augment._views import GaussianBlur, _shift_hue
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +146,7 @@ def test_batched_photometric_ops_match_torchvision():
         torch.testing.assert_close(
             _shift_hue(x, torch.full((6,), shift)), expected, atol=1e-5, rtol=0
         )
-    blur = _BatchedGaussianBlur(p=1.0, sigma=(1.5, 1.5))
+    blur = GaussianBlur(p=1.0, sigma=(1.5, 1.5))
     expected = torch.stack(
         [TF.gaussian_blur(img, kernel_size=[3, 3], sigma=[1.5, 1.5]) for img in x]
     )

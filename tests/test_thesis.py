@@ -31,7 +31,11 @@ def test_pipeline_steps_and_scores():
 def test_scores_before_and_after_filtering_in_one_call():
     X_train, X_test, y_test = _data()
     out = thesis_scores(
-        X_train, X_test, n_components=5, max_components=3, filter_contamination=0.12,
+        X_train,
+        X_test,
+        n_components=5,
+        max_components=3,
+        filter_contamination=0.12,
         random_state=0,
     )
     assert out["n_filtered"] == round(0.12 * len(X_train))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ssad.augment._views import (
     ColorJitter,
@@ -26,76 +25,6 @@ BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
 def _side(size: Size) -> int:
     return size if isinstance(size, int) else min(size)
-
-
-def _grey(x: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
-    return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
-
-
-def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue of RGB images ``(b, 3, h, w)`` by ``shift`` ``(b,)`` turns (batched)."""
-    r, g, b = x.unbind(1)
-    maxc = x.amax(dim=1)
-    minc = x.amin(dim=1)
-    delta = maxc - minc
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h))
-    h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)
-    s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
-    out = []
-    for n in (5.0, 3.0, 1.0):
-        k = torch.remainder(n + 6.0 * h, 6.0)
-        out.append(maxc - maxc * s * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
-    return torch.stack(out, dim=1)
-
-
-class _BatchedColorJitter(ColorJitter):
-    """:class:`~ssad.augment.ColorJitter` with the hue shift of the whole batch at once."""
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        on = (torch.rand(b, device=x.device) < self.p).view(-1, 1, 1, 1)
-
-        def factor(v: float) -> torch.Tensor:
-            return torch.empty(b, 1, 1, 1, device=x.device).uniform_(1 - v, 1 + v)
-
-        y = (x * factor(self.brightness)).clamp(0, 1)
-        mean = _grey(y).mean(dim=(2, 3), keepdim=True)
-        y = (mean + factor(self.contrast) * (y - mean)).clamp(0, 1)
-        grey = _grey(y)
-        y = (grey + factor(self.saturation) * (y - grey)).clamp(0, 1)
-        if self.hue > 0 and y.shape[1] == 3:
-            shift = torch.empty(b, device=x.device).uniform_(-self.hue, self.hue)
-            y = _shift_hue(y, shift)
-        return torch.where(on, y, x)
-
-
-class _BatchedGaussianBlur(GaussianBlur):
-    """:class:`~ssad.augment.GaussianBlur` as one grouped convolution for the chosen images."""
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        chosen = torch.rand(x.shape[0], device=x.device) < self.p
-        n = int(chosen.sum())
-        if n == 0:
-            return x
-        _, c, h, w = x.shape
-        k = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
-        sigma = torch.empty(n, device=x.device).uniform_(*self.sigma)
-        grid = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
-        kernel = torch.exp(-(grid.view(1, -1) ** 2) / (2 * sigma.view(-1, 1).to(x.dtype) ** 2))
-        kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)
-        sel = x[chosen].reshape(1, n * c, h, w)
-        pad = k // 2
-        mode = "reflect" if min(h, w) > pad else "replicate"
-        sel = F.pad(sel, (pad, pad, pad, pad), mode=mode)
-        sel = F.conv2d(sel, kernel.view(n * c, 1, k, 1), groups=n * c)
-        sel = F.conv2d(sel, kernel.view(n * c, 1, 1, k), groups=n * c)
-        out = x.clone()
-        out[chosen] = sel.reshape(n, c, h, w)
-        return out
 
 
 def dino_view_transforms(
@@ -124,7 +53,7 @@ def dino_view_transforms(
     def common() -> list[ViewTransform]:
         return [
             RandomHorizontalFlip(0.5),
-            _BatchedColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8),
+            ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8),
             RandomGrayscale(0.2),
         ]
 
@@ -132,15 +61,15 @@ def dino_view_transforms(
         f = _side(size) / 224.0
         return (0.1 * f, 2.0 * f)
 
-    g1 = Compose([*common(), _BatchedGaussianBlur(p=1.0, sigma=sigma(global_size))])
+    g1 = Compose([*common(), GaussianBlur(p=1.0, sigma=sigma(global_size))])
     g2 = Compose(
         [
             *common(),
-            _BatchedGaussianBlur(p=0.1, sigma=sigma(global_size)),
+            GaussianBlur(p=0.1, sigma=sigma(global_size)),
             Solarize(p=0.2, threshold=0.5),
         ]
     )
-    local = Compose([*common(), _BatchedGaussianBlur(p=0.5, sigma=sigma(local_size))])
+    local = Compose([*common(), GaussianBlur(p=0.5, sigma=sigma(local_size))])
     return [g1, g2], local
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torchvision.transforms.v2.functional as TF
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 __all__ = [
@@ -97,6 +97,25 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
+def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of RGB images ``(b, 3, h, w)`` by ``shift`` ``(b,)`` turns (batched)."""
+    r, g, b = x.unbind(1)
+    maxc = x.amax(dim=1)
+    minc = x.amin(dim=1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h))
+    h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)
+    s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(n + 6.0 * h, 6.0)
+        out.append(maxc - maxc * s * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
+    return torch.stack(out, dim=1)
+
+
 @dataclass(repr=False)
 class ColorJitter(ViewTransform):
     """Random brightness, contrast, saturation and hue, applied with probability ``p``.
@@ -124,8 +143,7 @@ class ColorJitter(ViewTransform):
         g = _grey(y)
         y = (g + factor(self.saturation) * (y - g)).clamp(0, 1)
         if self.hue > 0:
-            shifts = torch.empty(b).uniform_(-self.hue, self.hue).tolist()
-            y = torch.stack([TF.adjust_hue(img, s) for img, s in zip(y, shifts)])
+            y = _shift_hue(y, torch.empty(b, device=x.device).uniform_(-self.hue, self.hue))
         return torch.where(on, y, x)
 
 
@@ -148,14 +166,24 @@ class GaussianBlur(ViewTransform):
     sigma: tuple[float, float] = (0.1, 2.0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        chosen = torch.nonzero(_chosen(x, self.p)).flatten().tolist()
-        if not chosen:
+        chosen = torch.rand(x.shape[0], device=x.device) < self.p
+        n = int(chosen.sum())
+        if n == 0:
             return x
-        k = max(3, int(0.1 * min(x.shape[-2:])) // 2 * 2 + 1)
+        _, c, h, w = x.shape
+        k = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
+        sigma = torch.empty(n, device=x.device).uniform_(*self.sigma)
+        grid = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
+        kernel = torch.exp(-(grid.view(1, -1) ** 2) / (2 * sigma.view(-1, 1).to(x.dtype) ** 2))
+        kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)
+        sel = x[chosen].reshape(1, n * c, h, w)
+        pad = k // 2
+        mode = "reflect" if min(h, w) > pad else "replicate"
+        sel = F.pad(sel, (pad, pad, pad, pad), mode=mode)
+        sel = F.conv2d(sel, kernel.view(n * c, 1, k, 1), groups=n * c)
+        sel = F.conv2d(sel, kernel.view(n * c, 1, 1, k), groups=n * c)
         out = x.clone()
-        for i in chosen:
-            s = float(torch.empty(1).uniform_(*self.sigma))
-            out[i] = TF.gaussian_blur(x[i], kernel_size=[k, k], sigma=[s, s])
+        out[chosen] = sel.reshape(n, c, h, w)
         return out
 
 

@@ -369,3 +369,27 @@ register_estimator(
     _transformaly_efficientnet,
     description="TransformalyDetector, EfficientNet-Lite0 teacher, 3 students; offline weights",
 )
+
+
+def _self_distill(random_state: int | None = None) -> Any:
+    from ssad.detectors import SelfDistillNegDetector
+
+    return SelfDistillNegDetector(random_state=random_state)
+
+
+def _convex_mil(random_state: int | None = None) -> Any:
+    from ssad.detectors import ConvexMILDetector
+
+    return ConvexMILDetector(random_state=random_state)
+
+
+register_estimator(
+    "self-distill",
+    _self_distill,
+    description="SelfDistillNegDetector (ViT-S/16 from scratch, rotation negatives)",
+)
+register_estimator(
+    "convex-mil",
+    _convex_mil,
+    description="ConvexMILDetector (ResNet-18 from scratch)",
+)

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         Z = det.transform(X_test)
         d_p = Z.shape[1] - len(det.student_blocks_)
         zp, zf = Z[:, :d_p], Z[:, d_p:]
+        assert det.pretrained_scorer_ is not None and det.finetuned_scorer_ is not None
         s_p = det.pretrained_scorer_.score_samples(zp)
         s_f = det.finetuned_scorer_.score_samples(zf)
         score_s = time.perf_counter() - start
