@@ -33,9 +33,8 @@ from ssad.backbones import (
     pool,
     token_layout,
 )
-from ssad.base import DEVICE_CONSTRAINT, BaseDetector, resolve_device
+from ssad.base import resolve_device
 from ssad.detectors._base import ImageDetector
-from ssad.features._timm import PRECISIONS
 from ssad.nn.mil import SAMPLINGS, ConvexMILLoss, mean_shifted_loss
 from ssad.scoring._knn import KNNScorer
 
@@ -251,10 +250,7 @@ class ConvexMILDetector(ImageDetector):
     """
 
     _parameter_constraints: dict[str, list[Any]] = {
-        **BaseDetector._parameter_constraints,
-        "backbone": [str],
-        "pretrained": ["boolean"],
-        "checkpoint_path": [str, os.PathLike, None],
+        **ImageDetector._parameter_constraints,
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
         "abnormal_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_convex": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -268,11 +264,6 @@ class ConvexMILDetector(ImageDetector):
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
-        "image_size": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list, None],
-        "device": DEVICE_CONSTRAINT,
-        "precision": [StrOptions(set(PRECISIONS))],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(

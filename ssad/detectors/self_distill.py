@@ -33,9 +33,8 @@ from ssad.backbones import (
     pool,
     token_layout,
 )
-from ssad.base import DEVICE_CONSTRAINT, BaseDetector, resolve_device
+from ssad.base import BaseDetector, resolve_device
 from ssad.detectors._base import ImageDetector
-from ssad.features._timm import PRECISIONS
 from ssad.nn import DINOHead, DINOLoss, UniformLoss, update_ema
 from ssad.scoring import CosineKernelScorer, GaussianScorer, KNNScorer
 
@@ -340,10 +339,7 @@ class SelfDistillNegDetector(ImageDetector):
     """
 
     _parameter_constraints: dict[str, list[Any]] = {
-        **BaseDetector._parameter_constraints,
-        "backbone": [str],
-        "pretrained": ["boolean"],
-        "checkpoint_path": [str, os.PathLike, None],
+        **ImageDetector._parameter_constraints,
         "backbone_kwargs": [dict, None],
         "out_dim": [Interval(numbers.Integral, 2, None, closed="left")],
         "hidden_dim": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -376,11 +372,6 @@ class SelfDistillNegDetector(ImageDetector):
         "clip_grad_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
         "freeze_last_layer": [Interval(numbers.Integral, 0, None, closed="left")],
         "drop_path_rate": [Interval(numbers.Real, 0, 1, closed="left")],
-        "image_size": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list, None],
-        "device": DEVICE_CONSTRAINT,
-        "precision": [StrOptions(set(PRECISIONS))],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(

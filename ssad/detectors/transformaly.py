@@ -26,9 +26,8 @@ from ssad.backbones import (
     pool,
     trunk_blocks,
 )
-from ssad.base import DEVICE_CONSTRAINT, BaseDetector, resolve_device
+from ssad.base import resolve_device
 from ssad.detectors._base import ImageDetector
-from ssad.features._timm import PRECISIONS
 from ssad.scoring import GaussianScorer, GMMOutlierFilter, KNNScorer
 
 __all__ = ["Transformaly", "TransformalyDetector"]
@@ -198,10 +197,7 @@ class TransformalyDetector(ImageDetector):
     """
 
     _parameter_constraints: dict[str, list[Any]] = {
-        **BaseDetector._parameter_constraints,
-        "backbone": [str],
-        "pretrained": ["boolean"],
-        "checkpoint_path": [str, os.PathLike, None],
+        **ImageDetector._parameter_constraints,
         "n_student_blocks": [Interval(numbers.Integral, 1, None, closed="left")],
         "student_init": [StrOptions({"random", "copy"})],
         "variance": [Interval(numbers.Real, 0, 1, closed="right")],
@@ -211,11 +207,6 @@ class TransformalyDetector(ImageDetector):
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
-        "image_size": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list, None],
-        "device": DEVICE_CONSTRAINT,
-        "precision": [StrOptions(set(PRECISIONS))],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
