@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ from ssad.benchmarks._env import environment
 from ssad.benchmarks._protocols import leave_one_out_splits
 from ssad.datasets import load_fashion_mnist
 from ssad.detectors import thesis_scores
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = ("kmeans", "gmm_filtered_kmeans", "gaussian", "knn")
 
@@ -88,9 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": time.perf_counter() - start,
         }
         rows.append(row)
-        print(
-            f"{split.name:22s} " + " ".join(f"{k}={100 * row[k]:.2f}" for k in COLUMNS), flush=True
-        )
+        logger.info("%-22s %s", split.name, " ".join(f"{k}={100 * row[k]:.2f}" for k in COLUMNS))
     return {
         "benchmark": "thesis-pipeline",
         "dataset": "fashion-mnist",
@@ -154,12 +155,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logger.setLevel(logging.INFO)  # this module's per-split lines
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "thesis.json").write_text(json.dumps(result, indent=2, default=str))
     table = to_markdown(result)
     (args.out / "thesis.md").write_text(table)
-    print(table)
+    logger.info("%s", table)
     return result
 
 

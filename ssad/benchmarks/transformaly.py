@@ -98,10 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_mb": _peak_rss_mb(),
         }
         rows.append(row)
-        logger.info("%s: %s", split.name, {k: round(100 * row[k], 2) for k in COLUMNS})
-        print(
-            f"{split.name:22s} " + " ".join(f"{k}={100 * row[k]:.2f}" for k in COLUMNS), flush=True
-        )
+        logger.info("%-22s %s", split.name, " ".join(f"{k}={100 * row[k]:.2f}" for k in COLUMNS))
     means = {k: float(np.mean([r[k] for r in rows])) for k in COLUMNS}
     return {
         "benchmark": "transformaly-feature-spaces",
@@ -157,12 +154,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logger.setLevel(logging.INFO)  # this module's per-split lines
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "transformaly.json").write_text(json.dumps(result, indent=2))
     table = to_markdown(result)
     (args.out / "transformaly.md").write_text(table)
-    print(table)
+    logger.info("%s", table)
     return result
 
 
