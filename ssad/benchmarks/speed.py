@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import torch
 from ssad import DINOFeatures, KNNScorer
 from ssad.backbones import forward_features
 from ssad.benchmarks._env import environment
+
+logger = logging.getLogger(__name__)
 
 
 def _best_of(fn: Any, repeat: int) -> float:
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logger.setLevel(logging.INFO)
 
     results = {
         "features": bench_features(
@@ -127,12 +132,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "environment": environment(),
     }
     f, k = results["features"], results["knn"]
-    print(
+    logger.info(
         f"DINOFeatures.transform ({f['backbone']}, {f['n_images']} images, {f['device']}): "
         f"{f['ssad_images_per_s']:.1f} img/s; plain timm loop: {f['plain_images_per_s']:.1f} "
         f"img/s; ssad/plain = {f['ssad_over_plain']:.3f}"
     )
-    print(
+    logger.info(
         f"KNNScorer faiss (n_train={k['n_train']}, d={k['dim']}, n_test={k['n_test']}): "
         f"{k['faiss_seconds']:.3f} s; sklearn brute: {k['sklearn_brute_seconds']:.3f} s; "
         f"speed-up {k['speedup']:.2f}x; max |score diff| {k['max_abs_score_difference']:.2e}"
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "speed.json"
     path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+    logger.info("wrote %s", path)
     return results
 
 

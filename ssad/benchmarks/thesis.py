@@ -11,19 +11,16 @@ features, all in one run.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
 from ssad import GaussianScorer, KNNScorer, TimmFeatures
-from ssad.backbones import efficientnet_lite0_checkpoint
+from ssad.benchmarks._cli import finish, parser_with_common_options, setup, teacher_checkpoint
 from ssad.benchmarks._env import environment
 from ssad.benchmarks._protocols import leave_one_out_splits
 from ssad.datasets import load_fashion_mnist
@@ -36,15 +33,11 @@ COLUMNS = ("kmeans", "gmm_filtered_kmeans", "gaussian", "knn")
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the comparison; returns the results dictionary."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
     data = load_fashion_mnist(args.root)
     rng = np.random.default_rng(args.seed)
     tr = np.sort(rng.choice(len(data.y_train), min(args.max_train, len(data.y_train)), False))
     te = np.sort(rng.choice(len(data.y_test), min(args.max_test, len(data.y_test)), False))
-    checkpoint = args.checkpoint_path
-    if checkpoint is None and args.backbone == "tf_efficientnet_lite0":
-        checkpoint = str(efficientnet_lite0_checkpoint())
+    checkpoint = teacher_checkpoint(args)
     features = TimmFeatures(
         args.backbone,
         pretrained=checkpoint is None,
@@ -134,36 +127,20 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ssad.benchmarks.thesis",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = parser_with_common_options(
+        "python -m ssad.benchmarks.thesis",
+        __doc__,
+        image_size=64,
+        max_train=10000,
+        max_test=10000,
     )
-    parser.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
-    parser.add_argument("--classes", type=int, nargs="*", default=None)
-    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
-    parser.add_argument("--checkpoint-path", default=None)
     parser.add_argument("--pooling", default="mean")
-    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--n-components", type=int, default=100)
     parser.add_argument("--max-clusters", type=int, default=10)
     parser.add_argument("--max-components", type=int, default=10)
-    parser.add_argument("--max-train", type=int, default=10000)
-    parser.add_argument("--max-test", type=int, default=10000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--verbose", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(message)s")
-    logger.setLevel(logging.INFO)  # this module's per-split lines
-    result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "thesis.json").write_text(json.dumps(result, indent=2, default=str))
-    table = to_markdown(result)
-    (args.out / "thesis.md").write_text(table)
-    logger.info("%s", table)
-    return result
+    setup(args, logger)
+    return finish(args, "thesis", run(args), to_markdown, logger)
 
 
 if __name__ == "__main__":

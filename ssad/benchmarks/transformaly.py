@@ -12,20 +12,17 @@ offline); ``--backbone`` / ``--checkpoint-path`` take any other.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import resource
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
 from ssad import KNNScorer, Transformaly
-from ssad.backbones import efficientnet_lite0_checkpoint
+from ssad.benchmarks._cli import finish, parser_with_common_options, setup, teacher_checkpoint
 from ssad.benchmarks._env import environment
 from ssad.benchmarks._protocols import one_class_splits
 from ssad.datasets import load_fashion_mnist
@@ -41,15 +38,11 @@ def _peak_rss_mb() -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the ablation; returns the results dictionary (also written as JSON + Markdown)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
     data = load_fashion_mnist(args.root)
     rng = np.random.default_rng(args.seed)
     test_sel = np.sort(rng.choice(len(data.y_test), min(args.max_test, len(data.y_test)), False))
     X_test, y_test = data.X_test[test_sel], data.y_test[test_sel]
-    checkpoint = args.checkpoint_path
-    if checkpoint is None and args.backbone == "tf_efficientnet_lite0":
-        checkpoint = str(efficientnet_lite0_checkpoint())
+    checkpoint = teacher_checkpoint(args)
     params = {
         "backbone": args.backbone,
         "pretrained": checkpoint is None,
@@ -133,36 +126,20 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ssad.benchmarks.transformaly",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = parser_with_common_options(
+        "python -m ssad.benchmarks.transformaly",
+        __doc__,
+        image_size=64,
+        max_train=1000,
+        max_test=2000,
     )
-    parser.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
-    parser.add_argument("--classes", type=int, nargs="*", default=None)
-    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
-    parser.add_argument("--checkpoint-path", default=None)
     parser.add_argument("--n-student-blocks", type=int, default=3)
     parser.add_argument("--n-epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--max-train", type=int, default=1000)
-    parser.add_argument("--max-test", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--verbose", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(message)s")
-    logger.setLevel(logging.INFO)  # this module's per-split lines
-    result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transformaly.json").write_text(json.dumps(result, indent=2))
-    table = to_markdown(result)
-    (args.out / "transformaly.md").write_text(table)
-    logger.info("%s", table)
-    return result
+    setup(args, logger)
+    return finish(args, "transformaly", run(args), to_markdown, logger)
 
 
 if __name__ == "__main__":
