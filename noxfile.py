@@ -68,20 +68,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the short standard benchmarks (results in bench-results/)."""
+    """Run the short standard benchmarks through the runner (results in bench-results/)."""
     session.install("-e", ".[bench,plot]")
-    session.run("python", "-m", "ssad.benchmarks.speed", "--out", "bench-results", env=OFFLINE)
-    session.run(
-        "python",
-        "-m",
-        "ssad.benchmarks",
-        "--dataset",
-        "digits",
-        "--protocol",
-        "one-class",
-        "--estimator",
-        "knn-pixels",
-        "--out",
-        "bench-results",
-        env=OFFLINE,
-    )
+    runner = ["python", "-m", "ssad.benchmarks", "--out", "bench-results", "--overwrite"]
+    session.run(*runner, "--preset", "speed", env=OFFLINE)
+    session.run(*runner, "--dataset", "digits", "--estimator", "knn-pixels", env=OFFLINE)

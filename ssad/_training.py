@@ -7,6 +7,14 @@ callback (e.g. an EMA teacher update).  The loop owns train/eval mode, device
 transfer, autocast, gradient clipping, the non-finite-loss check, the
 progress bar, the loss curve and, when validation images are given, the
 choice of the best epoch on them.
+
+Train/eval mode is set here and nowhere else.  During the optimiser steps the
+module is in train mode except the ``frozen`` submodules, which stay in eval
+mode: an EMA or frozen teacher, and the BatchNorm layers of a backbone that
+starts from pretrained weights (:func:`batchnorm_layers`), whose running
+statistics would otherwise be re-estimated on augmented training views and
+no longer match the weights.  Outside the steps (``before_epoch``,
+validation, and after training) the whole module is in eval mode.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import contextlib
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +36,14 @@ from tqdm.auto import tqdm
 from ssad._images import ImageSet
 from ssad.backbones import autocast
 
-__all__ = ["TrainResult", "cosine_schedule", "seeded", "steps_per_epoch", "train"]
+__all__ = [
+    "TrainResult",
+    "batchnorm_layers",
+    "cosine_schedule",
+    "seeded",
+    "steps_per_epoch",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +60,14 @@ class TrainResult:
         Mean validation loss per epoch (empty without validation images).
     best_epoch : int
         0-based epoch whose weights were kept (the last one without validation).
+    n_epochs : int
+        Epochs run (fewer than asked when training stopped early).
     """
 
     loss_curve: list[float] = field(default_factory=list)
     validation_curve: list[float] = field(default_factory=list)
     best_epoch: int = -1
+    n_epochs: int = 0
 
 
 @contextlib.contextmanager
@@ -86,6 +104,18 @@ def cosine_schedule(
     return value
 
 
+def batchnorm_layers(module: nn.Module) -> list[nn.Module]:
+    """The batch-norm layers of ``module`` (what ``frozen`` keeps in eval mode for a
+    pretrained backbone)."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _set_train_mode(module: nn.Module, frozen: Sequence[nn.Module]) -> None:
+    module.train()
+    for m in frozen:
+        m.eval()
+
+
 def steps_per_epoch(n_samples: int, batch_size: int, drop_last: bool = False) -> int:
     """Optimiser steps per epoch of :func:`train` (for per-step schedules)."""
     if drop_last and n_samples > batch_size:
@@ -94,7 +124,6 @@ def steps_per_epoch(n_samples: int, batch_size: int, drop_last: bool = False) ->
 
 
 def _mean_loss(
-    module: nn.Module,
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     images: ImageSet,
     batch_size: int,
@@ -102,8 +131,6 @@ def _mean_loss(
     device: torch.device,
     precision: str,
 ) -> float:
-    was_training = module.training
-    module.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in images.iter_batches(batch_size, device=device, **load):
@@ -111,7 +138,6 @@ def _mean_loss(
                 loss = loss_fn(batch)
             total += float(loss) * len(batch)
             count += len(batch)
-    module.train(was_training)
     return total / max(count, 1)
 
 
@@ -133,7 +159,9 @@ def train(
     clip_grad_norm: float | None = None,
     after_step: Callable[[int], None] | None = None,
     before_epoch: Callable[[int], None] | None = None,
+    frozen: Sequence[nn.Module] = (),
     validation_images: ImageSet | None = None,
+    n_iter_no_change: int | None = None,
     drop_last: bool = False,
     verbose: int = 0,
     desc: str = "train",
@@ -173,13 +201,20 @@ def train(
     after_step : callable, optional
         Called with the global step after each optimiser step (EMA updates).
     before_epoch : callable, optional
-        Called with the epoch number at the start of each epoch, before the
-        module is put in train mode (e.g. to recompute a centre of the
-        training embeddings).
+        Called with the epoch number at the start of each epoch, with the
+        module in eval mode (e.g. to recompute a centre of the training
+        embeddings with the embedder).
+    frozen : sequence of torch.nn.Module, default=()
+        Submodules that stay in eval mode during the optimiser steps: an EMA
+        teacher, or the :func:`batchnorm_layers` of a pretrained backbone
+        (their running statistics are then not updated).
     validation_images : ImageSet, optional
         After each epoch, the mean ``loss_fn`` on them (eval mode, no
         gradients) is recorded, and the weights of the best epoch are restored
         at the end.
+    n_iter_no_change : int, optional
+        With ``validation_images``: stop early once the validation loss has
+        not improved for this many epochs (scikit-learn's name for patience).
     drop_last : bool, default=False
         Drop the last incomplete batch of each epoch (when there is more than one).
     verbose : int, default=0
@@ -206,9 +241,10 @@ def train(
     step = 0
     with tqdm(total=n_epochs * n_steps, disable=verbose <= 0, desc=desc) as bar:
         for epoch in range(n_epochs):
+            module.eval()
             if before_epoch is not None:
                 before_epoch(epoch)
-            module.train()
+            _set_train_mode(module, frozen)
             order = rng.permutation(n)
             total, count = 0.0, 0
             for b in range(n_steps):
@@ -244,14 +280,26 @@ def train(
                 bar.set_postfix(epoch=epoch, loss=f"{total / count:.4g}")
             result.loss_curve.append(total / max(count, 1))
             if validation_images is not None:
-                val = _mean_loss(
-                    module, loss_fn, validation_images, batch_size, load, device, precision
-                )
+                module.eval()
+                val = _mean_loss(loss_fn, validation_images, batch_size, load, device, precision)
                 result.validation_curve.append(val)
                 if val < best_loss:
                     best_loss, result.best_epoch = val, epoch
                     best_state = copy.deepcopy(module.state_dict())
+            result.n_epochs = epoch + 1
             logger.debug("%s epoch %d: loss %.5g", desc, epoch, result.loss_curve[-1])
+            if (
+                n_iter_no_change is not None
+                and validation_images is not None
+                and epoch - result.best_epoch >= n_iter_no_change
+            ):
+                logger.info(
+                    "%s: validation loss has not improved for %d epochs; stopped after epoch %d",
+                    desc,
+                    n_iter_no_change,
+                    epoch,
+                )
+                break
     module.eval()
     if best_state is not None:
         module.load_state_dict(best_state)

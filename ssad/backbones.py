@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +29,14 @@ from timm.data import resolve_model_data_config
 from torch import nn
 
 __all__ = [
-    "POOLINGS",
+    "PRECISIONS",
     "PretrainedWeightsUnavailableError",
     "autocast",
-    "check_pooling",
+    "capture_blocks",
     "create_backbone",
     "data_config",
     "efficientnet_lite0_checkpoint",
-    "forward_features",
     "load_checkpoint",
-    "pool",
-    "pooled_features",
-    "token_layout",
     "trunk_blocks",
 ]
 
@@ -228,10 +225,8 @@ def data_config(model: nn.Module) -> dict[str, Any]:
     return dict(resolve_model_data_config(model))
 
 
-def token_layout(model: nn.Module) -> int | None:
-    """Number of prefix (class/register) tokens of a token model, None for CNNs."""
-    n = getattr(model, "num_prefix_tokens", None)
-    return int(n) if n is not None else None
+#: The ``precision`` values of every estimator that runs a network.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
@@ -246,41 +241,6 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-#: The ``pooling`` values of :func:`pooled_features` and the feature extractors.
-#: The ``pooling`` values of :func:`pooled_features` and the feature extractors.
-POOLINGS = ("cls", "mean", "cls+mean")
-
-
-def check_pooling(model: nn.Module, pooling: str) -> None:
-    """Raise ``ValueError`` if ``pooling`` needs a class token ``model`` lacks."""
-    if "cls" in pooling and not token_layout(model):
-        raise ValueError(
-            f"pooling={pooling!r} needs a model with a class token, but {type(model).__name__} "
-            "has none; use pooling='mean' (global average pooling)."
-        )
-
-
-def forward_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``model.forward_features(x)``: the unpooled output of a timm model."""
-    out: torch.Tensor = getattr(model, "forward_features")(x)  # noqa: B009 - timm API, untyped
-    return out
-
-
-def pool(model: nn.Module, feats: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool the output of ``model.forward_features``: tokens ``(b, n, d)`` or maps ``(b, c, h, w)``.
-
-    See :func:`pooled_features` for ``pooling``.
-    """
-    if feats.ndim == 4:  # CNN
-        return feats.mean(dim=(2, 3))
-    parts = []
-    if "cls" in pooling:
-        parts.append(feats[:, 0])
-    if "mean" in pooling:
-        parts.append(feats[:, token_layout(model) or 0 :].mean(dim=1))
-    return torch.cat(parts, dim=1)
 
 
 def trunk_blocks(model: nn.Module) -> list[nn.Module]:
@@ -308,45 +268,48 @@ def trunk_blocks(model: nn.Module) -> list[nn.Module]:
     )
 
 
-def pooled_features(
-    model: nn.Module, x: torch.Tensor, pooling: str = "cls", layers: list[int] | None = None
-) -> torch.Tensor:
-    """Image embeddings ``(b, d)`` from a timm model.
+#: Per-thread record of the blocks :func:`capture_blocks` listens to.
+_CAPTURE = threading.local()
+_HOOK_LOCK = threading.Lock()
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A timm model without classifier (:func:`create_backbone`).
-    x : torch.Tensor
-        Model input ``(b, 3, h, w)``.
-    pooling : {"cls", "mean", "cls+mean"}
-        ``"cls"``: the class token; ``"mean"``: the mean of the patch tokens
-        (token models) or global average pooling (CNNs); ``"cls+mean"``: both,
-        concatenated.
-    layers : list of int, optional
-        Block indices (negative counts from the end).  Without it the final
-        (normalised) output is pooled; with it, the raw outputs of these
-        blocks are pooled and concatenated in order.
 
-    Returns
-    -------
-    torch.Tensor
-        The embeddings.
+def _capture_hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+    store = getattr(_CAPTURE, "store", None)
+    if store is not None and id(module) in store:
+        store[id(module)] = (inputs[0], output)
+
+
+@contextmanager
+def capture_blocks(blocks: Sequence[nn.Module]) -> Iterator[dict[int, Any]]:
+    """Record the input and output of ``blocks`` during forward passes of this thread.
+
+    Yields a dict ``id(block) -> (input, output)`` filled by the forward passes
+    run inside the block.  Each block carries one permanent hook (added on
+    first use) that writes only into the calling thread's record, so
+    concurrent forward passes in other threads neither see nor disturb it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ssad.backbones import capture_blocks
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+    >>> with capture_blocks([net[0]]) as io:
+    ...     _ = net(torch.ones(1, 2))
+    >>> [tuple(t.shape) for t in io[id(net[0])]]
+    [(1, 2), (1, 3)]
     """
-    n_prefix = token_layout(model) or 0
-    if layers is None:
-        return pool(model, forward_features(model, x), pooling)
-    kwargs = {"return_prefix_tokens": True} if n_prefix > 0 else {}
-    intermediates = getattr(model, "forward_intermediates")  # noqa: B009 - timm API, untyped
-    outs = intermediates(x, indices=list(layers), intermediates_only=True, **kwargs)
-    parts = []
-    for out in outs:
-        spatial, prefix = out if isinstance(out, tuple) else (out, None)
-        if "cls" in pooling and prefix is not None:
-            parts.append(prefix[:, 0])
-        if "mean" in pooling or prefix is None:
-            parts.append(spatial.mean(dim=(2, 3)))
-    return torch.cat(parts, dim=1)
+    with _HOOK_LOCK:
+        for block in blocks:
+            if not getattr(block, "_ssad_capture_hook", False):
+                block.register_forward_hook(_capture_hook)
+                setattr(block, "_ssad_capture_hook", True)  # noqa: B010 - a flag, not a module
+    previous = getattr(_CAPTURE, "store", None)
+    store: dict[int, Any] = {id(block): None for block in blocks}
+    _CAPTURE.store = store
+    try:
+        yield store
+    finally:
+        _CAPTURE.store = previous
 
 
 def efficientnet_lite0_checkpoint(path: str | os.PathLike[str] | None = None) -> Path:

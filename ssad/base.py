@@ -3,7 +3,7 @@
 Every detector in ssad, the 2-D scorers on embeddings as well as the deep image
 detectors, derives from :class:`BaseDetector`.  Subclasses implement two methods:
 
-``_fit(X) -> training scores``
+``_fit(X, **fit_params) -> training scores``
     learn the model from the validated input and return the training scores
     that set the threshold: the scores ``score_samples`` gives for that same
     input (or ``None``, in which case the base class calls ``_score_samples``
@@ -136,7 +136,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """Validate ``X``; the default accepts finite 2-D float arrays."""
         return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
 
-    def _fit(self, X: Any) -> np.ndarray | None:  # pragma: no cover - abstract
+    def _fit(self, *args: Any, **kwargs: Any) -> np.ndarray | None:  # pragma: no cover
+        # (X, **fit_params) -> training scores; the 2-D scorers take no fit parameters
         raise NotImplementedError
 
     def _score_samples(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
@@ -144,7 +145,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     # -- the contract ---------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any = None) -> BaseDetector:
+    def fit(self, X: Any, y: Any = None, **fit_params: Any) -> BaseDetector:
         """Fit the detector on (mostly) normal training data.
 
         Parameters
@@ -153,6 +154,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             Training data; see the class documentation for accepted forms.
         y : None
             Ignored; present for API consistency.
+        **fit_params : dict
+            Extra training data a detector documents (e.g. ``X_aux`` of
+            :class:`~ssad.SelfDistillNegDetector`); none for the 2-D scorers.
 
         Returns
         -------
@@ -160,7 +164,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             The fitted detector.
         """
         X = self._validate_input(X, reset=True)
-        scores = self._fit(X)
+        scores = self._fit(X, **fit_params)
         if scores is None:
             scores = self._score_samples(X)
         scores = self._check_scores(scores, X)

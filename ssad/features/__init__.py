@@ -1,5 +1,23 @@
-"""Feature extractors: frozen timm backbones as scikit-learn transformers."""
+"""Image features: the one embedder, frozen timm backbones and raw pixels as transformers."""
 
+from ssad.features._embed import (
+    POOLINGS,
+    backbone_features,
+    embed_images,
+    resolve_pooling,
+    token_grid,
+)
+from ssad.features._pixels import PixelFeatures
 from ssad.features._timm import DINOFeatures, MAEFeatures, TimmFeatures
 
-__all__ = ["DINOFeatures", "MAEFeatures", "TimmFeatures"]
+__all__ = [
+    "POOLINGS",
+    "DINOFeatures",
+    "MAEFeatures",
+    "PixelFeatures",
+    "TimmFeatures",
+    "backbone_features",
+    "embed_images",
+    "resolve_pooling",
+    "token_grid",
+]

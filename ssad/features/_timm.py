@@ -18,25 +18,17 @@ from sklearn.base import (
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
 from ssad._images import ImageSet, Preprocessor, check_images
 from ssad._persistence import TorchStateMixin
-from ssad.backbones import (
-    POOLINGS,
-    autocast,
-    check_pooling,
-    create_backbone,
-    data_config,
-    pooled_features,
-)
+from ssad._training import seeded
+from ssad.backbones import PRECISIONS, create_backbone, data_config
 from ssad.base import DEVICE_CONSTRAINT, resolve_device
+from ssad.features._embed import POOLINGS, backbone_features, embed_images, resolve_pooling
 
 __all__ = ["DINOFeatures", "MAEFeatures", "TimmFeatures"]
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
 class TimmFeatures(
@@ -59,10 +51,15 @@ class TimmFeatures(
         Face cache when offline).  Ignored when ``checkpoint_path`` is set.
     checkpoint_path : str or path-like, default=None
         Local weights file (.pth/.pt/.bin/.safetensors) to load instead.
-    pooling : {"cls", "mean", "cls+mean"}, default="cls"
-        How token outputs become one vector: the class token, the mean of the
-        patch tokens, or both concatenated.  CNNs support only ``"mean"``
-        (global average pooling).
+    backbone_kwargs : dict, default=None
+        Extra keyword arguments of :func:`timm.create_model`, e.g.
+        ``{"patch_size": 4, "depth": 4}`` for a small ViT.
+    pooling : {"auto", "cls", "mean", "cls+mean", "tokens"}, default="auto"
+        How the output becomes one vector: the class token, the mean of the
+        patch tokens (global average pooling for CNNs), both concatenated,
+        every token flattened (the Gasoyan thesis' input to PCA; long
+        vectors), or ``"auto"``: the class token when the model has one,
+        else the mean.  See :data:`ssad.features.POOLINGS`.
     layers : list of int, default=None
         Pool the outputs of these blocks (negative = from the end) and
         concatenate them, instead of the final normalised output.
@@ -75,6 +72,10 @@ class TimmFeatures(
         Where the model runs; ``"auto"`` picks CUDA when available.
     precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Autocast dtype; ``"auto"`` is bfloat16 on CUDA, float32 otherwise.
+    random_state : int, RandomState or None, default=None
+        Seeds the random initialisation of a model without pretrained
+        weights (through a local generator; global RNGs are untouched), so
+        ``pretrained=False`` features are reproducible.
     verbose : int, default=0
         Show a progress bar when > 0.
 
@@ -97,7 +98,8 @@ class TimmFeatures(
 
     Notes
     -----
-    Features are computed under :func:`torch.inference_mode` with the model
+    Features are computed by :func:`ssad.features.embed_images`, the one
+    embedding loop of ssad, under :func:`torch.inference_mode` with the model
     in eval mode.  Accepted image forms are those of
     :func:`ssad._images.check_images`: uint8 or [0, 1] float arrays
     ``(n, H, W[, C])``, tensors ``(n, C, H, W)``, lists of PIL images or of
@@ -117,12 +119,14 @@ class TimmFeatures(
         "backbone": [str],
         "pretrained": ["boolean"],
         "checkpoint_path": [str, os.PathLike, None],
+        "backbone_kwargs": [dict, None],
         "pooling": [StrOptions(set(POOLINGS))],
         "layers": [list, tuple, None],
         "image_size": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list, None],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "device": DEVICE_CONSTRAINT,
         "precision": [StrOptions(set(PRECISIONS))],
+        "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
@@ -132,29 +136,41 @@ class TimmFeatures(
         *,
         pretrained: bool = True,
         checkpoint_path: str | os.PathLike[str] | None = None,
-        pooling: str = "cls",
+        backbone_kwargs: dict[str, Any] | None = None,
+        pooling: str = "auto",
         layers: list[int] | None = None,
         image_size: int | tuple[int, int] | None = None,
         batch_size: int = 64,
         device: str | torch.device = "auto",
         precision: str = "auto",
+        random_state: Any = None,
         verbose: int = 0,
     ) -> None:
         self.backbone = backbone
         self.pretrained = pretrained
         self.checkpoint_path = checkpoint_path
+        self.backbone_kwargs = backbone_kwargs
         self.pooling = pooling
         self.layers = layers
         self.image_size = image_size
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        self.random_state = random_state
         self.verbose = verbose
 
+    def _create(self, pretrained: bool, checkpoint_path: Any) -> nn.Module:
+        return create_backbone(
+            self.backbone,
+            pretrained=pretrained,
+            checkpoint_path=checkpoint_path,
+            image_size=self.image_size,
+            **(self.backbone_kwargs or {}),
+        )
+
     def _build_modules(self) -> dict[str, nn.Module]:
-        return {
-            "model_": create_backbone(self.backbone, pretrained=False, image_size=self.image_size)
-        }
+        with torch.random.fork_rng(devices=[]):  # architecture only: leave the global RNG alone
+            return {"model_": self._create(pretrained=False, checkpoint_path=None)}
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> TimmFeatures:
@@ -174,13 +190,9 @@ class TimmFeatures(
         """
         images = check_images(X)
         self.device_ = resolve_device(self.device)
-        model = create_backbone(
-            self.backbone,
-            pretrained=self.pretrained,
-            checkpoint_path=self.checkpoint_path,
-            image_size=self.image_size,
-        )
-        check_pooling(model, self.pooling)
+        with seeded(self.random_state, self.device_):
+            model = self._create(self.pretrained, self.checkpoint_path)
+        resolve_pooling(model, self.pooling)  # fail early on a pooling the model cannot do
         self.model_ = model.to(self.device_).eval()
         self.preprocessor_ = Preprocessor.from_data_config(data_config(model), self.image_size)
         self.n_features_out_ = int(self._embed(images.subset([0]), progress=False).shape[1])
@@ -207,26 +219,17 @@ class TimmFeatures(
         return self.n_features_out_
 
     def _embed(self, images: ImageSet, progress: bool) -> np.ndarray:
-        out: np.ndarray | None = None
-        start = 0
-        layers = None if self.layers is None else list(self.layers)
-        with (
-            torch.inference_mode(),
-            tqdm(
-                total=len(images), disable=not progress, desc=type(self).__name__, unit="img"
-            ) as bar,
-        ):
-            for x in self.preprocessor_.batches(images, self.batch_size, self.device_):
-                with autocast(self.device_, self.precision):
-                    z = pooled_features(self.model_, x, self.pooling, layers)
-                z_np = z.float().cpu().numpy()
-                if out is None:
-                    out = np.empty((len(images), z_np.shape[1]), dtype=np.float32)
-                out[start : start + len(z_np)] = z_np
-                start += len(z_np)
-                bar.update(len(z_np))
-        assert out is not None
-        return out
+        layers = None if self.layers is None else [int(i) for i in self.layers]
+        return embed_images(
+            images,
+            lambda x: backbone_features(self.model_, x, self.pooling, layers),
+            self.preprocessor_,
+            batch_size=self.batch_size,
+            device=self.device_,
+            precision=self.precision,
+            verbose=int(progress),
+            desc=type(self).__name__,
+        )
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -247,10 +250,11 @@ class DINOFeatures(TimmFeatures):
     ----------
     backbone : str, default="vit_small_patch16_224.dino"
         Any DINO checkpoint in timm works too, e.g. ``vit_base_patch16_224.dino``.
-    pretrained, checkpoint_path, pooling, layers, image_size, batch_size, \
-device, precision, verbose
+    pretrained, checkpoint_path, backbone_kwargs, pooling, layers, image_size, \
+batch_size, device, precision, random_state, verbose
         As in :class:`TimmFeatures`; ``pooling`` defaults to ``"cls"``, the
-        representation DINO trains.
+        representation DINO trains (the Gasoyan thesis flattens every token:
+        ``pooling="tokens"``, see :func:`ssad.detectors.make_thesis_pipeline`).
 
     Attributes
     ----------
@@ -281,24 +285,28 @@ device, precision, verbose
         *,
         pretrained: bool = True,
         checkpoint_path: str | os.PathLike[str] | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
         pooling: str = "cls",
         layers: list[int] | None = None,
         image_size: int | tuple[int, int] | None = None,
         batch_size: int = 64,
         device: str | torch.device = "auto",
         precision: str = "auto",
+        random_state: Any = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(
             backbone,
             pretrained=pretrained,
             checkpoint_path=checkpoint_path,
+            backbone_kwargs=backbone_kwargs,
             pooling=pooling,
             layers=layers,
             image_size=image_size,
             batch_size=batch_size,
             device=device,
             precision=precision,
+            random_state=random_state,
             verbose=verbose,
         )
 
@@ -315,10 +323,10 @@ class MAEFeatures(TimmFeatures):
     backbone : str, default="vit_base_patch16_224.mae"
         Also ``vit_large_patch16_224.mae`` or ``vit_huge_patch14_224.mae``
         (the Gasoyan thesis' model).
-    pretrained, checkpoint_path, layers, image_size, batch_size, device, \
-precision, verbose
+    pretrained, checkpoint_path, backbone_kwargs, layers, image_size, \
+batch_size, device, precision, random_state, verbose
         As in :class:`TimmFeatures`.
-    pooling : {"cls", "mean", "cls+mean"}, default="mean"
+    pooling : {"auto", "cls", "mean", "cls+mean", "tokens"}, default="mean"
         See above.
 
     Attributes
@@ -350,23 +358,27 @@ precision, verbose
         *,
         pretrained: bool = True,
         checkpoint_path: str | os.PathLike[str] | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
         pooling: str = "mean",
         layers: list[int] | None = None,
         image_size: int | tuple[int, int] | None = None,
         batch_size: int = 64,
         device: str | torch.device = "auto",
         precision: str = "auto",
+        random_state: Any = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(
             backbone,
             pretrained=pretrained,
             checkpoint_path=checkpoint_path,
+            backbone_kwargs=backbone_kwargs,
             pooling=pooling,
             layers=layers,
             image_size=image_size,
             batch_size=batch_size,
             device=device,
             precision=precision,
+            random_state=random_state,
             verbose=verbose,
         )

@@ -13,8 +13,12 @@ def update_ema(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """Move the teacher's parameters towards the student's, in place.
 
     ``theta_teacher <- momentum * theta_teacher + (1 - momentum) * theta_student``
-    for every parameter, matched by name.  Buffers (e.g. batch-norm running
-    statistics) are left alone, as in DINO.
+    for every parameter, matched by name.  Buffers (batch-norm running
+    statistics) are copied from the student: the teacher never runs in train
+    mode (ssad's training loop keeps it in eval mode), so it cannot estimate
+    them itself, while DINO's teacher, left in train mode, re-estimates them
+    on its own batches.  A student whose batch norms are frozen (a pretrained
+    backbone) keeps its buffers, so the teacher's stay the pretrained ones.
 
     Parameters
     ----------
@@ -50,3 +54,7 @@ def update_ema(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
         )
     for name, t in t_params.items():
         t.mul_(momentum).add_(s_params[name].detach().to(t.dtype), alpha=1.0 - momentum)
+    s_buffers = dict(student.named_buffers())
+    for name, buf in teacher.named_buffers():
+        if name in s_buffers:
+            buf.copy_(s_buffers[name])

@@ -10,6 +10,7 @@ from ssad.scoring._gaussian import GaussianScorer
 from ssad.scoring._gmm import FilteredFit, GMMOutlierFilter
 from ssad.scoring._kmeans import KMeansScorer
 from ssad.scoring._knn import KNNScorer
+from ssad.scoring._sum import SumScorer
 
 __all__ = [
     "CosineKernelScorer",
@@ -18,4 +19,5 @@ __all__ = [
     "GaussianScorer",
     "KMeansScorer",
     "KNNScorer",
+    "SumScorer",
 ]

@@ -1,0 +1,318 @@
+"""Presets: a paper's benchmark as data (protocol, data, the method, its ablations, baselines)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from ssad.benchmarks._evaluate import FromFitted
+from ssad.scoring import CosineKernelScorer, GaussianScorer, KMeansScorer
+
+__all__ = ["Preset", "Variant", "available_presets", "get_preset", "register_preset"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A row of a preset built from its method.
+
+    Parameters
+    ----------
+    params : mapping, default={}
+        ``set_params`` applied on top of the method's parameters (an ablation).
+    estimator : str, default=None
+        Another registered estimator instead of the method (its parameters
+        are then ``params`` alone).
+    build : callable, default=None
+        ``build(method) -> estimator``: a row made from the (configured)
+        method, e.g. a scorer on its frozen features.
+    description : str, default=""
+        What the row is, for ``--list``.
+
+    Examples
+    --------
+    >>> from ssad.benchmarks import Variant
+    >>> Variant({"negatives": None}, description="no negatives").params
+    {'negatives': None}
+    """
+
+    params: Mapping[str, Any] = field(default_factory=dict)
+    estimator: str | None = None
+    build: Callable[[Any], Any] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A benchmark of the runner, ``python -m ssad.benchmarks --preset NAME``.
+
+    Parameters
+    ----------
+    name : str
+        Its name.
+    description : str
+        One line for ``--list``.
+    dataset, protocol : str
+        Runner names (:data:`ssad.benchmarks.DATASETS`, ``PROTOCOLS``).
+    estimator : str
+        The registered method.
+    params : mapping, default={}
+        ``set_params`` of the method.
+    ablations : mapping of str to Variant or FromFitted, default={}
+        Rows with role ``"ablation"``.
+    baselines : mapping of str to Variant or FromFitted, default={}
+        Rows added to the default baselines (:func:`ssad.benchmarks.default_baselines`).
+    ood_dataset : str, default=None
+        Out-of-distribution set of ``protocol="dataset-vs-dataset"``.
+    ratios : tuple of float, default=(0.05,)
+        Contamination shares of ``protocol="contaminated"``: one report each.
+    classes : tuple of int, default=None
+        Classes to run; default: all.
+    max_train, max_test, image_size, n_epochs : int, default=None
+        Defaults of the runner's overrides.
+    sensitivity_holdout : int, default=None
+        Compute the sensitivity score with this many held-out training images.
+
+    Examples
+    --------
+    >>> from ssad.benchmarks import get_preset
+    >>> get_preset("transformaly-one-class").protocol
+    'one-class'
+    """
+
+    name: str
+    description: str
+    dataset: str
+    protocol: str
+    estimator: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    ablations: Mapping[str, Variant | FromFitted] = field(default_factory=dict)
+    baselines: Mapping[str, Variant | FromFitted] = field(default_factory=dict)
+    ood_dataset: str | None = None
+    ratios: tuple[float, ...] = (0.05,)
+    classes: tuple[int, ...] | None = None
+    max_train: int | None = None
+    max_test: int | None = None
+    image_size: int | None = None
+    n_epochs: int | None = None
+    sensitivity_holdout: int | None = None
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset, *, overwrite: bool = False) -> None:
+    """Make a preset available to ``--preset``.
+
+    Parameters
+    ----------
+    preset : Preset
+        The preset.
+    overwrite : bool, default=False
+        Replace a preset of the same name.
+
+    Raises
+    ------
+    ValueError
+        If the name is taken and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> from ssad.benchmarks import Preset, register_preset
+    >>> register_preset(Preset("digits-knn", "kNN on digits", "digits", "one-class",
+    ...                        "knn-pixels"), overwrite=True)
+    """
+    if preset.name in _PRESETS and not overwrite:
+        raise ValueError(f"A preset named {preset.name!r} exists; pass overwrite=True.")
+    _PRESETS[preset.name] = preset
+
+
+def available_presets() -> dict[str, str]:
+    """Preset names and their descriptions, sorted by name.
+
+    Examples
+    --------
+    >>> from ssad.benchmarks import available_presets
+    >>> "convex-mil-contaminated" in available_presets()
+    True
+    """
+    return {name: _PRESETS[name].description for name in sorted(_PRESETS)}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Raises
+    ------
+    ValueError
+        If there is none.
+
+    Examples
+    --------
+    >>> from ssad.benchmarks import get_preset
+    >>> get_preset("speed").estimator
+    'speed-dino'
+    """
+    if name not in _PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; presets: {sorted(_PRESETS)}.")
+    return _PRESETS[name]
+
+
+# -- rows the presets share ------------------------------------------------------------------
+
+
+def _on_frozen(scorer: Any) -> Callable[[Any], Any]:
+    """``scorer`` on the method's untrained features (its ``frozen_features``)."""
+    return lambda method: Pipeline([("features", method.frozen_features()), ("scorer", scorer)])
+
+
+def _part(name: str) -> FromFitted:
+    """One space of a :class:`~ssad.scoring.SumScorer` (Transformaly), from the same fit."""
+
+    def fn(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
+        return fitted.scorer_.score_parts(Z_score)[name]
+
+    return FromFitted(fn, f"the {name} space of the fitted detector alone")
+
+
+def _kmeans_unfiltered(fixed_k: bool) -> FromFitted:
+    """K-means on the thesis pipeline's PCA features without the GMM filter."""
+
+    def fn(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
+        kmeans = fitted[-1].estimator_  # the K-means fitted after filtering
+        k = int(kmeans.n_clusters_) if fixed_k else "elbow"
+        scorer = KMeansScorer(
+            n_clusters=k, max_clusters=kmeans.max_clusters, random_state=kmeans.random_state
+        )
+        return scorer.fit(Z_fit).score_samples(Z_score)
+
+    how = "the K of the filtered fit" if fixed_k else "K re-picked by the elbow"
+    return FromFitted(fn, f"K-means on all training rows (no GMM filter), {how}")
+
+
+_TRANSFORMALY_ROWS: dict[str, Variant | FromFitted] = {
+    "pretrained-space": _part("pretrained"),
+    "finetuned-space": _part("finetuned"),
+}
+_TRANSFORMALY_BASELINES: dict[str, Variant | FromFitted] = {
+    "gaussian-frozen": Variant(
+        build=_on_frozen(GaussianScorer()), description="Gaussian on the frozen teacher features"
+    ),
+}
+_COSINE_FROZEN: dict[str, Variant | FromFitted] = {
+    "cosine-kernel-frozen": Variant(
+        build=_on_frozen(CosineKernelScorer(temperature=0.04)),
+        description="the paper's cosine kernel (T=0.04) on the untrained backbone's features",
+    ),
+}
+
+for _preset in [
+    Preset(
+        "transformaly-one-class",
+        "Transformaly on Fashion-MNIST one-class (paper Table 1 shape): both spaces, each "
+        "space alone, knn-frozen, Gaussian on frozen features, pixel baselines",
+        "fashion-mnist",
+        "one-class",
+        "transformaly-efficientnet",
+        ablations=_TRANSFORMALY_ROWS,
+        baselines=_TRANSFORMALY_BASELINES,
+        max_train=2000,
+        max_test=2000,
+        image_size=64,
+    ),
+    Preset(
+        "transformaly-leave-one-out",
+        "Transformaly on Fashion-MNIST leave-one-class-out (paper Table 5 shape)",
+        "fashion-mnist",
+        "leave-one-out",
+        "transformaly-efficientnet",
+        ablations=_TRANSFORMALY_ROWS,
+        baselines=_TRANSFORMALY_BASELINES,
+        max_train=2000,
+        max_test=2000,
+        image_size=64,
+    ),
+    Preset(
+        "thesis-leave-one-out",
+        "Gasoyan thesis on Fashion-MNIST leave-one-class-out: tokens -> PCA 100 -> K-means, "
+        "with and without the GMM filter at fixed K and re-picked K",
+        "fashion-mnist",
+        "leave-one-out",
+        "thesis-efficientnet",
+        ablations={
+            "kmeans-fixed-k": _kmeans_unfiltered(fixed_k=True),
+            "kmeans-elbow": _kmeans_unfiltered(fixed_k=False),
+        },
+        max_train=5000,
+        max_test=2000,
+    ),
+    Preset(
+        "self-distill-ood",
+        "SSL-SDN, Fashion-MNIST in vs MNIST-5k out (paper Table 1 shape): negatives "
+        "ablations, scores, sensitivity; frozen cosine kernel and pixel baselines",
+        "fashion-mnist",
+        "dataset-vs-dataset",
+        "self-distill-cpu",
+        ood_dataset="mnist-5k",
+        ablations={
+            "no-negatives": Variant({"negatives": None}, description="plain DINO (lambda=0)"),
+            "max-cosine": Variant({"scorer": "max_cosine"}),
+            "mahalanobis": Variant({"scorer": "mahalanobis"}),
+        },
+        baselines=_COSINE_FROZEN,
+        max_train=3000,
+        max_test=1000,
+        sensitivity_holdout=200,
+    ),
+    Preset(
+        "self-distill-one-class",
+        "SSL-SDN on Fashion-MNIST one-class (secondary protocol), with and without negatives",
+        "fashion-mnist",
+        "one-class",
+        "self-distill-cpu",
+        ablations={"no-negatives": Variant({"negatives": None})},
+        baselines=_COSINE_FROZEN,
+        max_train=600,
+        max_test=2000,
+        sensitivity_holdout=100,
+    ),
+    Preset(
+        "convex-mil-contaminated",
+        "ConvexMIL on MNIST-5k, contaminated one-class at gamma 0.02/0.05/0.10 (paper Tables "
+        "1-2 shape): full method and loss ablations beside knn-frozen and pixel baselines",
+        "mnist-5k",
+        "contaminated",
+        "convex-mil",
+        params={
+            "backbone": "resnet10t",
+            "n_epochs": 6,
+            "warmup_epochs": 1,
+            "mean_shift_start_epoch": 1,
+            "batch_size": 32,
+        },
+        ablations={
+            "rotation-only": Variant({"use_convex": False, "lambda_mean": 0.0}),
+            "rot+conv": Variant({"lambda_mean": 0.0}),
+            "rot+mean": Variant({"use_convex": False}),
+        },
+        ratios=(0.02, 0.05, 0.10),
+        max_train=300,
+        image_size=32,
+    ),
+    Preset(
+        "speed",
+        "Cost of the embedder: DINOFeatures ViT-S/16 (random weights) + kNN against the same "
+        "model in a plain timm loop + kNN; compare the fit and score img/s columns",
+        "fashion-mnist",
+        "one-class",
+        "speed-dino",
+        baselines={"plain-timm-loop": Variant(estimator="speed-plain-loop")},
+        classes=(0,),
+        max_train=256,
+        max_test=256,
+    ),
+]:
+    register_preset(_preset)

@@ -1,0 +1,141 @@
+"""The training loop's modes: BatchNorm of pretrained backbones, EMA teachers, early stopping."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from ssad._images import check_images
+from ssad._training import batchnorm_layers, train
+from ssad.backbones import create_backbone
+from ssad.detectors import ConvexMILDetector, SelfDistillNegDetector
+
+SD_TINY = {
+    "out_dim": 32,
+    "hidden_dim": 32,
+    "bottleneck_dim": 16,
+    "n_local_crops": 2,
+    "n_epochs": 2,
+    "batch_size": 8,
+    "image_size": 32,
+}
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def resnet_checkpoint(tmp_path):
+    """A 'pretrained' test_resnet: random weights and BatchNorm statistics far from 0 / 1."""
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        model = create_backbone("test_resnet", pretrained=False)
+        for bn in batchnorm_layers(model):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path), model
+
+
+def _bn_stats(model: nn.Module) -> list[torch.Tensor]:
+    return [t.clone() for bn in batchnorm_layers(model) for t in (bn.running_mean, bn.running_var)]
+
+
+def test_train_keeps_frozen_modules_in_eval_mode():
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5))
+    before = _bn_stats(net)
+    seen = []
+    net[1].register_forward_pre_hook(lambda m, _: seen.append(m.training))
+    images = check_images(np.random.default_rng(0).random((8, 2, 2, 1)).astype(np.float32))
+
+    def loss_fn(batch):
+        return net(batch.flatten(1)[:, :4]).pow(2).mean()
+
+    train(
+        net,
+        loss_fn,
+        images,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        n_epochs=2,
+        batch_size=4,
+        device=torch.device("cpu"),
+        rng=np.random.default_rng(0),
+        frozen=batchnorm_layers(net),
+    )
+    assert seen and not any(seen)
+    assert net[2].training is False  # the whole module ends in eval mode
+    for a, b in zip(before, _bn_stats(net)):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cls", [ConvexMILDetector, SelfDistillNegDetector])
+def test_pretrained_batchnorm_statistics_stay_frozen(resnet_checkpoint, images, cls):
+    path, reference = resnet_checkpoint
+    params = SD_TINY if cls is SelfDistillNegDetector else {"n_epochs": 2, "batch_size": 8}
+    det = cls("test_resnet", checkpoint_path=path, random_state=0, **params).fit(images)
+    model = det.teacher_ if cls is SelfDistillNegDetector else det.encoder_
+    for a, b in zip(_bn_stats(reference), _bn_stats(model)):
+        torch.testing.assert_close(a, b)
+    # a user can train them: the statistics then move
+    det = cls(
+        "test_resnet", checkpoint_path=path, freeze_batchnorm=False, random_state=0, **params
+    ).fit(images)
+    model = det.teacher_ if cls is SelfDistillNegDetector else det.encoder_
+    moved = [not torch.allclose(a, b) for a, b in zip(_bn_stats(reference), _bn_stats(model))]
+    assert any(moved)
+
+
+@pytest.mark.parametrize("cls", [ConvexMILDetector, SelfDistillNegDetector])
+def test_learning_rate_zero_scores_like_the_frozen_backbone(resnet_checkpoint, images, cls):
+    path, _ = resnet_checkpoint
+    params = SD_TINY if cls is SelfDistillNegDetector else {"n_epochs": 2, "batch_size": 8}
+    det = cls(
+        "test_resnet", checkpoint_path=path, learning_rate=1e-12, random_state=0, **params
+    ).fit(images)
+    frozen = det.frozen_features().fit(images)
+    Z = frozen.transform(images)
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    np.testing.assert_allclose(det.transform(images), Z, atol=1e-5)
+    X_new = 255 - images[:5]
+    expected = det.scorer_.__class__(**det.scorer_.get_params()).fit(Z)
+    Z_new = frozen.transform(X_new)
+    Z_new /= np.linalg.norm(Z_new, axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        det.score_samples(X_new), expected.score_samples(Z_new), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_ema_teacher_never_trains(images):
+    det = SelfDistillNegDetector("test_resnet", pretrained=False, random_state=0, **SD_TINY)
+    modes = []
+    original = det._train
+
+    def spy(student, teacher, *args):
+        teacher.register_forward_pre_hook(lambda m, _: modes.append(m.training))
+        return original(student, teacher, *args)
+
+    det._train = spy
+    det.fit(images)
+    assert modes and not any(modes)
+
+
+def test_frozen_features_start_from_the_detectors_initialisation(images):
+    # from scratch, BatchNorm frozen, no learning: the detector's embeddings are those of
+    # its random initialisation, which frozen_features() reproduces from random_state
+    det = ConvexMILDetector(
+        "test_resnet",
+        pretrained=False,
+        freeze_batchnorm=True,
+        learning_rate=1e-12,
+        n_epochs=1,
+        batch_size=8,
+        random_state=5,
+    ).fit(images)
+    Z = det.frozen_features().fit_transform(images)
+    np.testing.assert_allclose(
+        det.transform(images), Z / np.linalg.norm(Z, axis=1)[:, None], atol=1e-5
+    )
