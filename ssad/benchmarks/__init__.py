@@ -59,7 +59,6 @@ from ssad.benchmarks._protocols import (
 )
 from ssad.benchmarks._registry import available_estimators, make_estimator, register_estimator
 from ssad.benchmarks._runner import (
-    load_benchmark_data,
     report_stem,
     run_benchmark,
     run_preset,
@@ -85,7 +84,6 @@ __all__ = [
     "get_preset",
     "json_safe",
     "leave_one_out_splits",
-    "load_benchmark_data",
     "load_schema",
     "make_estimator",
     "one_class_splits",

@@ -19,7 +19,8 @@ from typing import Any
 
 from ssad.benchmarks._presets import available_presets
 from ssad.benchmarks._registry import available_estimators
-from ssad.benchmarks._runner import DATASETS, PROTOCOLS, run_benchmark, run_preset, write_report
+from ssad.benchmarks._runner import PROTOCOLS, run_benchmark, run_preset, write_report
+from ssad.datasets import DATASETS
 
 __all__ = ["build_parser", "main"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 import os
@@ -621,6 +620,46 @@ class _Row:
     model: Any  # an estimator template, or FromFitted
 
 
+@dataclass
+class _SplitRun:
+    """One split's images; runs rows on them (the estimator's row first)."""
+
+    X_fit: Any
+    X_score: Any
+    is_anomaly: np.ndarray
+    sensitivity_holdout: int | None
+    seed: int
+    fitted: Any = None
+    Z: tuple[np.ndarray, np.ndarray] | None = None
+
+    def run(self, row: _Row) -> tuple[np.ndarray, float, float, float | None]:
+        """Scores, fit and score seconds, and sensitivity of a row."""
+        if isinstance(row.model, FromFitted):
+            if self.Z is None:  # the estimator's embeddings, once for all such rows
+                transform = _embedder(self.fitted)
+                if transform is None:
+                    raise ValueError(f"Row {row.name!r}: the estimator has no embeddings.")
+                self.Z = (np.asarray(transform(self.X_fit)), np.asarray(transform(self.X_score)))
+            start = time.perf_counter()
+            scores = row.model.fn(self.fitted, *self.Z)
+            return np.asarray(scores, np.float64), time.perf_counter() - start, 0.0, None
+        start = time.perf_counter()
+        est = clone(row.model).fit(self.X_fit)
+        fitted_at = time.perf_counter()
+        scores = np.asarray(est.score_samples(self.X_score), np.float64)
+        fit_s, score_s = fitted_at - start, time.perf_counter() - fitted_at
+        if row.role == "estimator":
+            self.fitted = est
+        transform, scorer = _embedder(est), _scorer_of(est)
+        sensitivity = None
+        if self.sensitivity_holdout is not None and transform is not None and scorer is not None:
+            X_in = _take(self.X_score, np.flatnonzero(~self.is_anomaly))
+            sensitivity = _held_out_auroc(
+                transform, scorer, self.X_fit, X_in, self.sensitivity_holdout, self.seed
+            )
+        return scores, fit_s, score_s, sensitivity
+
+
 def evaluate(
     estimator: Any,
     protocol_splits: Iterable[Split],
@@ -684,10 +723,6 @@ def evaluate(
     FloatingPointError
         If a model returns non-finite scores.
 
-    See Also
-    --------
-    one_class_splits, leave_one_out_splits, contaminated_splits, dataset_vs_dataset
-
     Notes
     -----
     Peak memory is the resident set size of the whole process (data
@@ -704,7 +739,7 @@ def evaluate(
     >>> res = evaluate(make_pipeline(PixelFeatures(), KNNScorer()),
     ...                one_class_splits(y[:90], y[90:]), X[:90], X[90:], random_state=0)
     >>> [m.name for m in res.models]
-    ['Pipeline', 'iforest-pixels']
+    ['Pipeline', 'knn-pixels', 'iforest-pixels']
     """
     splits = list(protocol_splits)
     if not splits:
@@ -732,64 +767,38 @@ def evaluate(
         ModelResult(
             r.name,
             r.role,
-            _class_path(r.model) if not isinstance(r.model, FromFitted) else name,
-            {"scored from": name, "how": r.model.description}
-            if isinstance(r.model, FromFitted)
-            else _params(r.model),
+            name,
+            {"scored from": name, "how": r.model.description},
             "VmHWM",
-            from_fitted=isinstance(r.model, FromFitted),
+            from_fitted=True,
         )
+        if isinstance(r.model, FromFitted)
+        else ModelResult(r.name, r.role, _class_path(r.model), _params(r.model), "VmHWM")
         for r in rows
     ]
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     with tqdm(total=len(splits) * len(rows), disable=verbose <= 0, file=sys.stderr) as bar:
         for i, split in enumerate(splits):
-            X_fit = _take(X_train, split.train_idx)
-            X_score = _take(X_test, split.test_idx)
-            is_anomaly = np.asarray(split.is_anomaly, dtype=bool)
-            fitted: Any = None
-            Z: tuple[np.ndarray, np.ndarray] | None = None
+            ctx = _SplitRun(
+                _take(X_train, split.train_idx),
+                _take(X_test, split.test_idx),
+                np.asarray(split.is_anomaly, dtype=bool),
+                sensitivity_holdout,
+                base_seed + i,
+            )
             for row, result in zip(rows, results):
                 bar.set_description(f"{split.name} | {row.name}")
-                sensitivity = None
                 with _PeakMemory() as mem:
-                    start = time.perf_counter()
-                    if isinstance(row.model, FromFitted):
-                        if Z is None:
-                            transform = _embedder(fitted)
-                            if transform is None:
-                                raise ValueError(f"Row {row.name!r}: {name} has no embeddings.")
-                            Z = (np.asarray(transform(X_fit)), np.asarray(transform(X_score)))
-                            start = time.perf_counter()
-                        scores = row.model.fn(fitted, *Z)
-                        fit_s, score_s = time.perf_counter() - start, 0.0
-                    else:
-                        est = clone(row.model).fit(X_fit)
-                        fitted_at = time.perf_counter()
-                        scores = est.score_samples(X_score)
-                        fit_s, score_s = fitted_at - start, time.perf_counter() - fitted_at
-                        if row.role == "estimator":
-                            fitted = est
-                        scorer, transform = _scorer_of(est), _embedder(est)
-                        if sensitivity_holdout is not None and scorer is not None:
-                            assert transform is not None
-                            sensitivity = _held_out_auroc(
-                                transform,
-                                scorer,
-                                X_fit,
-                                _take(X_score, np.flatnonzero(~is_anomaly)),
-                                sensitivity_holdout,
-                                base_seed + i,
-                            )
-                auroc, ap = _metrics(is_anomaly, scores)
+                    scores, fit_s, score_s, sensitivity = ctx.run(row)
+                auroc, ap = _metrics(ctx.is_anomaly, scores)
                 result.memory_measure = mem.method
                 result.splits.append(
                     SplitResult(
                         split.name,
                         split.n_train,
                         split.n_test,
-                        int(is_anomaly.sum()),
+                        int(ctx.is_anomaly.sum()),
                         split.n_train_anomalies,
                         auroc,
                         ap,
@@ -798,8 +807,8 @@ def evaluate(
                         mem.rss_mb,
                         mem.cuda_mb,
                         mem.before_mb,
-                        is_anomaly,
-                        np.asarray(scores, dtype=np.float64),
+                        ctx.is_anomaly,
+                        scores,
                         sensitivity,
                     )
                 )
@@ -865,10 +874,6 @@ def sensitivity_score(
     ValueError
         If ``n_holdout`` is out of range, or the fitted estimator does not
         split into embeddings and a scorer.
-
-    See Also
-    --------
-    select_by_sensitivity : Pick a hyperparameter by this score.
 
     Notes
     -----
@@ -969,10 +974,6 @@ def select_by_sensitivity(
     ValueError
         If ``values`` is empty or ``param_name`` is not a parameter.
 
-    See Also
-    --------
-    sensitivity_score : The score computed for each value.
-
     Examples
     --------
     >>> from sklearn.pipeline import make_pipeline
@@ -1003,7 +1004,3 @@ def select_by_sensitivity(
         table.append({"value": value, "sensitivity": score})
     best = max(table, key=lambda row: row["sensitivity"])
     return SensitivitySelection(best["value"], float(best["sensitivity"]), table)
-
-
-def _dumps(report: Mapping[str, Any]) -> str:
-    return json.dumps(report, indent=2, allow_nan=False) + "\n"

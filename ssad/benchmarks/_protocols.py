@@ -158,11 +158,6 @@ def one_class_splits(
         If a class has no training image, or a split's test set is all normal
         or all anomalous.
 
-    See Also
-    --------
-    leave_one_out_splits : The reverse: one class is the anomaly.
-    contaminated_splits : One-class with unlabeled anomalies in the training set.
-
     Examples
     --------
     >>> import numpy as np
@@ -221,10 +216,6 @@ def leave_one_out_splits(
     ValueError
         If a class has no training image, or a split's training set or the
         normal or anomalous part of its test set is empty.
-
-    See Also
-    --------
-    one_class_splits : The reverse: one class is normal.
 
     Examples
     --------
@@ -308,10 +299,6 @@ def contaminated_splits(
         If ``ratio`` is outside [0, 1), there are fewer images of other classes
         than ``m``, or a split is degenerate (see :func:`one_class_splits`).
 
-    See Also
-    --------
-    one_class_splits : The same protocol without contamination.
-
     Examples
     --------
     >>> import numpy as np
@@ -390,10 +377,6 @@ def dataset_vs_dataset(
     ------
     ValueError
         If a count is not a positive int.
-
-    See Also
-    --------
-    one_class_splits : Classes of one dataset as normal and anomalous.
 
     Examples
     --------

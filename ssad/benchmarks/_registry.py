@@ -65,10 +65,6 @@ def register_estimator(
     TypeError
         If ``factory`` is not callable.
 
-    See Also
-    --------
-    make_estimator : Build a registered estimator.
-
     Examples
     --------
     >>> from ssad.benchmarks import register_estimator, make_estimator
@@ -147,10 +143,6 @@ def make_estimator(
     ValueError
         If ``name`` is not registered, or a parameter is not one of the
         estimator's (scikit-learn's ``set_params`` error).
-
-    See Also
-    --------
-    register_estimator : Add a name.
 
     Examples
     --------

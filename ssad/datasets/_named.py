@@ -1,0 +1,132 @@
+"""Data sets by name: what the benchmark runner and the command line read."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.utils import Bunch
+
+from ._bundled import load_digits_images, load_mnist_5k
+from ._cifar import load_cifar10, load_cifar100
+from ._folders import load_image_folder
+from ._idx import load_fashion_mnist, load_mnist
+from ._mvtec import load_mvtec_ad
+
+__all__ = ["DATASETS", "load_dataset"]
+
+#: Data set names load_dataset reads (``mvtec:<category>`` names an MVTec AD category).
+DATASETS = (
+    "fashion-mnist",
+    "mnist",
+    "mnist-5k",
+    "cifar10",
+    "cifar100",
+    "digits",
+    "mvtec:<category>",
+    "folder",
+)
+
+#: Share of the images that forms the test split of data sets that have none.
+TEST_SIZE = 0.2
+
+
+def _require_root(name: str, root: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
+    if root is None:
+        raise ValueError(
+            f"The data set {name!r} reads files: pass their folder (root=..., or --root)."
+        )
+    return root
+
+
+def _split_xy(data: Bunch, random_state: int, name: str) -> Bunch:
+    """A stratified train/test split of a data set that has none."""
+    idx = np.arange(len(data.y))
+    train, test = train_test_split(
+        idx, test_size=TEST_SIZE, stratify=data.y, random_state=random_state
+    )
+    train, test = np.sort(train), np.sort(test)
+    return Bunch(
+        X_train=data.X[train],
+        y_train=data.y[train],
+        X_test=data.X[test],
+        y_test=data.y[test],
+        target_names=list(data.target_names),
+        split=f"stratified {100 * (1 - TEST_SIZE):.0f}/{100 * TEST_SIZE:.0f} split of the "
+        f"{len(idx)} images of {name} (random_state={random_state})",
+    )
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    read_size: int | None = None,
+    random_state: int = 0,
+) -> Bunch:
+    """Load a data set by name, always as a train/test split (what the benchmarks read).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS`: ``fashion-mnist``, ``mnist``, ``mnist-5k``,
+        ``cifar10``, ``cifar100`` (20 coarse classes), ``digits``,
+        ``mvtec:<category>`` (e.g. ``mvtec:bottle``) or ``folder`` (a folder
+        per class).
+    root : path-like, default=None
+        Folder of the files; needed except for ``fashion-mnist`` (default
+        ``/usr/share/datasets/fashion-mnist``), ``mnist-5k`` and ``digits``.
+    read_size : int, default=None
+        Resize images to this side when reading (``mvtec:*`` and ``folder``).
+    random_state : int, default=0
+        Seeds the stratified 80/20 split of sets without a test split
+        (``mnist-5k``, ``digits``, ``folder``).
+
+    Returns
+    -------
+    Bunch
+        ``X_train, y_train, X_test, y_test`` (uint8 images, int64 labels),
+        ``target_names`` and ``split`` (how the split was made, or None).
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown or ``root`` is needed and missing.
+    FileNotFoundError
+        If the files are missing (the readers name the file expected).
+
+    Examples
+    --------
+    >>> from ssad.datasets import load_dataset
+    >>> data = load_dataset("digits")
+    >>> data.X_train.shape, data.X_test.shape
+    ((1437, 8, 8), (360, 8, 8))
+    """
+    if name == "fashion-mnist":
+        data = load_fashion_mnist(root) if root is not None else load_fashion_mnist()
+    elif name == "mnist":
+        data = load_mnist(_require_root(name, root))
+    elif name == "cifar10":
+        data = load_cifar10(_require_root(name, root))
+    elif name == "cifar100":
+        data = load_cifar100(_require_root(name, root))
+    elif name.startswith("mvtec:") and len(name) > len("mvtec:"):
+        data = load_mvtec_ad(_require_root(name, root), name[len("mvtec:") :], read_size)
+    elif name == "digits":
+        return _split_xy(load_digits_images(), random_state, name)
+    elif name == "mnist-5k":
+        return _split_xy(load_mnist_5k(), random_state, name)
+    elif name == "folder":
+        folder = load_image_folder(_require_root(name, root), read_size)
+        return _split_xy(folder, random_state, name)
+    else:
+        raise ValueError(f"Unknown dataset {name!r}; expected one of {list(DATASETS)}.")
+    return Bunch(
+        X_train=data.X_train,
+        y_train=data.y_train,
+        X_test=data.X_test,
+        y_test=data.y_test,
+        target_names=list(data.target_names),
+        split=None,
+    )
