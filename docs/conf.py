@@ -107,6 +107,8 @@ _PUBLIC_MODULES = (
     "ssad.scoring",
     "ssad.detectors",
     "ssad.backbones",
+    "ssad.nn",
+    "ssad.augment",
     "ssad.datasets",
     "ssad.utils.estimator_checks",
     "ssad.benchmarks",
