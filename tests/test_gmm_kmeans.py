@@ -289,3 +289,19 @@ def test_filtered_fit_pickles_and_reproduces():
     np.testing.assert_array_equal(model.score_samples(X), again.score_samples(X))
     loaded = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(loaded.decision_function(X), model.decision_function(X))
+
+
+def test_gmm_filter_skips_mixtures_that_collapse(monkeypatch):
+    from sklearn.mixture import GaussianMixture
+
+    original = GaussianMixture.fit
+
+    def fit(self, X, y=None):
+        if self.n_components == 2:
+            raise ValueError("Fitting the mixture model failed because some components have ...")
+        return original(self, X, y)
+
+    monkeypatch.setattr(GaussianMixture, "fit", fit)
+    X = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
+    flt = GMMOutlierFilter(max_components=3, covariance_types=("full",), random_state=0).fit(X)
+    assert np.isinf(flt.criteria_["bic"][1]) and flt.n_components_ != 2

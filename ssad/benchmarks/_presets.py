@@ -56,7 +56,7 @@ class Preset:
     description : str
         One line for ``--list``.
     dataset, protocol : str
-        Runner names (:data:`ssad.benchmarks.DATASETS`, ``PROTOCOLS``).
+        Runner names (:data:`ssad.datasets.DATASETS`, ``PROTOCOLS``).
     estimator : str
         The registered method.
     params : mapping, default={}

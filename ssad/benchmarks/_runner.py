@@ -226,7 +226,7 @@ def run_benchmark(
     Parameters
     ----------
     dataset : str
-        Runner name of the data set (see :func:`load_benchmark_data`).
+        Name of the data set (:func:`ssad.datasets.load_dataset`).
     root : path-like, default=None
         Its folder.
     protocol : {"one-class", "leave-one-out", "contaminated", "dataset-vs-dataset"}
@@ -459,7 +459,8 @@ def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, 
     settings.update({k: v for k, v in overrides.items() if v is not None})
     ratios = settings.pop("ratios", p.ratios) if p.protocol == "contaminated" else (0.05,)
     settings.pop("ratios", None)
-    user = {k: overrides.get(k) for k in ("max_train", "max_test", "image_size", "n_epochs")}
+    keys = ("max_train", "max_test", "image_size", "n_epochs", "sensitivity_holdout")
+    user = {k: overrides.get(k) for k in keys}
     stems = [
         report_stem(
             p.name,

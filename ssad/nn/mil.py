@@ -144,7 +144,7 @@ def sampling_probabilities(
     - ``"paper"``: ``p-_j = s_j / sum_{k in A} s_k``, eq. 4 as printed: the
       *more normal* abnormal candidates are drawn more often;
     - ``"inverse"``: ``p-_j = (1 - s_j) / sum_{k in A} (1 - s_k)``: weights
-      proportional to pseudo *ab*normality (cosine distance ``1 - s`` for
+      proportional to pseudo abnormality (cosine distance ``1 - s`` for
       similarities in [-1, 1]), so the most abnormal candidates are drawn
       most often.
 

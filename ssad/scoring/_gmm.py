@@ -77,7 +77,8 @@ class GMMOutlierFilter(BaseDetector):
         criteria_)`` turns it into a table; plot ``criteria_["bic"]`` against
         ``criteria_["n_components"]`` per covariance type to see the choice.
         Numbers of components above the number of distinct training rows are
-        left out of the grid.
+        left out of the grid; a mixture whose fit fails (a component collapsed
+        onto too few points) gets infinite criteria and is never chosen.
     best_index_ : int
         Row of ``criteria_`` that holds ``gmm_``.
     n_iter_ : int
@@ -228,6 +229,7 @@ class GMMOutlierFilter(BaseDetector):
         return self
 
     def _fit(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)  # EM on float32 embeddings can break down
         n_samples = X.shape[0]
         if n_samples < 2:
             raise ValueError(
@@ -253,7 +255,7 @@ class GMMOutlierFilter(BaseDetector):
         rng = check_random_state(self.random_state)
         grid = [(k, cov) for cov in cov_types for k in kept]
         seeds = rng.randint(_MAX_SEED, size=len(grid))
-        models: list[GaussianMixture] = []
+        models: list[GaussianMixture | None] = []
         bic, aic, converged = [], [], []
         for (k, cov), seed in zip(grid, seeds):
             gmm = GaussianMixture(
@@ -264,8 +266,16 @@ class GMMOutlierFilter(BaseDetector):
                 max_iter=self.max_iter,
                 random_state=int(seed),
             )
-            with _convergence_warnings_to_log(f"GaussianMixture({k}, {cov!r})"):
-                gmm.fit(X)
+            try:
+                with _convergence_warnings_to_log(f"GaussianMixture({k}, {cov!r})"):
+                    gmm.fit(X)
+            except ValueError as exc:  # a component collapsed onto too few points
+                logger.info("GaussianMixture(%d, %r) left out of the grid: %s", k, cov, exc)
+                models.append(None)
+                bic.append(np.inf)
+                aic.append(np.inf)
+                converged.append(False)
+                continue
             models.append(gmm)
             bic.append(gmm.bic(X))
             aic.append(gmm.aic(X))
@@ -281,11 +291,14 @@ class GMMOutlierFilter(BaseDetector):
         values = self.criteria_[self.criterion]
         if not np.any(np.isfinite(values)):
             raise FloatingPointError(
-                f"No mixture of the grid has a finite {self.criterion.upper()}; "
-                "the input holds values too large or too close to each other."
+                f"No mixture of the grid has a finite {self.criterion.upper()}; the input holds "
+                "values too large or too close to each other, or every mixture collapsed "
+                "(increase reg_covar)."
             )
         self.best_index_ = int(np.nanargmin(np.where(np.isfinite(values), values, np.nan)))
-        self.gmm_ = models[self.best_index_]
+        best = models[self.best_index_]
+        assert best is not None  # a mixture that failed has an infinite criterion
+        self.gmm_ = best
         self.n_components_ = int(self.gmm_.n_components)
         self.covariance_type_ = str(self.gmm_.covariance_type)
         self.n_iter_ = int(self.gmm_.n_iter_)
