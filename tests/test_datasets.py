@@ -469,6 +469,32 @@ def test_load_image_folder_errors(tmp_path):
         load_image_folder(tmp_path)
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform == "win32", reason="symlinks")
+def test_load_image_folder_follows_links_but_not_loops(tmp_path, caplog):
+    rng = np.random.default_rng(5)
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    save_png(root / "cat" / "a.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
+    save_png(root / "dog" / "b.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
+    save_png(outside / "c.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
+    (root / "cat" / "sub").mkdir()
+    os.symlink(root / "cat", root / "cat" / "sub" / "loop")  # a loop
+    os.symlink(root, root / "cat" / "up")  # the root, which holds every class
+    os.symlink(root / "dog", root / "cat" / "dogs")  # another class
+    os.symlink(outside, root / "dog" / "linked")  # data kept elsewhere: read
+    os.symlink(outside, root / "dog" / "linked_again")  # ... but only once
+    with caplog.at_level("WARNING", logger="ssad.datasets._folders"):
+        data = load_image_folder(root)
+    assert [Path(f).relative_to(root).as_posix() for f in data.filenames] == [
+        "cat/a.png",
+        "dog/b.png",
+        "dog/linked/c.png",
+    ]
+    assert data.y.tolist() == [0, 1, 1]
+    skipped = sorted(Path(r.args[0]).name for r in caplog.records)
+    assert skipped == ["dogs", "linked_again", "loop", "up"]
+    assert "link loop" in caplog.text and "another class folder" in caplog.text
+
+
 # ------------------------------------------------------------------ bundled sets
 
 
