@@ -145,6 +145,8 @@ def load_image_folder(
     FileNotFoundError
         If ``root`` does not exist, holds no sub-folder, or a class sub-folder holds no
         image file.
+    NotADirectoryError
+        If ``root`` is a file, not a folder.
     ValueError
         If a file is not an image Pillow reads, or if the images differ in size and
         ``image_size`` is None.
