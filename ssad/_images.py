@@ -250,6 +250,7 @@ def _check_array(X: np.ndarray, name: str) -> ImageSet:
             f"got shape {X.shape}.{hint}"
         )
     _check_common(X.shape[0], X.dtype, name)
+    _check_pixels(X.shape[1], X.shape[2], name)
     _check_values(X, np.issubdtype(X.dtype, np.floating), name)
     return ImageSet(X, "array")
 
@@ -271,6 +272,7 @@ def _check_tensor(X: torch.Tensor, name: str) -> ImageSet:
             f"got shape {tuple(X.shape)}.{hint}"
         )
     _check_common(X.shape[0], X.dtype, name)
+    _check_pixels(X.shape[2], X.shape[3], name)
     _check_values(X, X.is_floating_point(), name)
     return ImageSet(X.detach(), "tensor")
 
@@ -289,6 +291,14 @@ def _check_common(n: int, dtype: Any, name: str) -> None:
         raise TypeError(
             f"{name} must have dtype uint8 (values 0..255) or a float dtype with values "
             f"in [0, 1]; got dtype {dtype}.{hint}"
+        )
+
+
+def _check_pixels(height: int, width: int, name: str) -> None:
+    if height == 0 or width == 0:
+        raise ValueError(
+            f"{name} holds images of {height}x{width} (height x width) pixels; an image "
+            "needs at least 1 pixel in each direction."
         )
 
 
@@ -413,9 +423,14 @@ def pil_to_array(img: Image.Image) -> np.ndarray:
     Raises
     ------
     ValueError
-        If a float image holds NaN, infinite or out-of-range values, or the
-        mode cannot be converted to RGB.
+        If the image has no pixels, a float image holds NaN, infinite or
+        out-of-range values, or the mode cannot be converted to RGB.
     """
+    if img.width == 0 or img.height == 0:
+        raise ValueError(
+            f"The image has {img.height}x{img.width} (height x width) pixels; an image needs "
+            "at least 1 pixel in each direction."
+        )
     mode = img.mode
     if mode == "I" or mode.startswith("I;16"):
         wide = np.clip(np.asarray(img).astype(np.int64), 0, int(_WIDE_INT_TOP))

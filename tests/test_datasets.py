@@ -354,6 +354,29 @@ def test_cifar_pickle_cannot_request_huge_or_object_arrays(tmp_path, how):
         load_cifar10(folder)
 
 
+class _FlaggedDtype:
+    """Pickles as uint8 whose state claims it holds object references (flag 1)."""
+
+    def __reduce__(self):
+        return (np.dtype, ("u1", False, True), (3, "|", None, None, None, -1, -1, 1))
+
+
+class _FlaggedArray:
+    def __reduce__(self):
+        state = (1, (3072,), _FlaggedDtype(), False, bytes(3072))
+        return (np._core.multiarray._reconstruct, (np.ndarray, (0,), b"B"), state)
+
+
+def test_cifar_pickle_cannot_set_internal_dtype_flags(tmp_path):
+    # numpy trusts the flags of a pickled dtype: a uint8 array "holding references"
+    # fails (or worse) when it is freed
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder)
+    write_pickle(folder / "test_batch", {b"data": _FlaggedArray(), b"labels": [0]}, protocol=4)
+    with pytest.raises(ValueError, match=r"test_batch.*plain numeric dtypes"):
+        load_cifar10(folder)
+
+
 @pytest.mark.parametrize("name", ["cifar-10-python.tar.gz", "data_batch_1"])
 def test_cifar10_root_that_is_a_file_says_so(tmp_path, name):
     path = tmp_path / name

@@ -88,6 +88,8 @@ def test_preprocessor_resizes_and_normalises():
         (np.zeros((0, 8, 8), np.uint8), ValueError, "0 images"),
         ([], ValueError, "0 images"),
         (np.zeros((4, 64), np.uint8), ValueError, r"shape \(n, H, W\).*got 2 dimension"),
+        (np.zeros((1, 0, 5), np.uint8), ValueError, r"0x5 \(height x width\) pixels"),
+        (torch.zeros((1, 3, 4, 0)), ValueError, r"4x0 \(height x width\) pixels"),
         (np.zeros((28, 28), np.uint8), ValueError, r"single grey image.*X\[None\]"),
         (np.zeros((2, 3, 8, 8), np.uint8), ValueError, "channels-first"),
         (np.zeros((2, 8, 8, 2), np.uint8), ValueError, r"C in \{1, 3, 4\}"),
@@ -105,6 +107,12 @@ def test_preprocessor_resizes_and_normalises():
 def test_errors_say_expected_and_received(X, error, message):
     with pytest.raises(error, match=message):
         check_images(X)
+
+
+def test_empty_pil_image_is_refused_on_load():
+    images = check_images([Image.new("L", (0, 0))])
+    with pytest.raises(ValueError, match=r"0x0 \(height x width\) pixels"):
+        images.load(slice(None), size=(4, 4))
 
 
 def test_unreadable_file_is_named(tmp_path):

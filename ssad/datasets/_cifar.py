@@ -59,12 +59,49 @@ _ARRAY_KINDS = "biuf"
 
 
 def _checked_dtype(dtype: Any) -> np.dtype[Any]:
+    if isinstance(dtype, _DtypeSpec):
+        dtype = dtype.dtype
     dtype = np.dtype(dtype)
     if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
         raise pickle.UnpicklingError(
             f"the pickle builds an array of dtype {dtype!r}; a CIFAR file holds only numbers"
         )
     return dtype
+
+
+class _DtypeSpec:
+    """What a pickle's ``numpy.dtype(...)`` builds: a checked dtype, not a real one.
+
+    A pickled dtype is rebuilt in two steps, ``dtype(code)`` and then
+    ``__setstate__(state)``, whose state may set fields, sizes and internal flags
+    (e.g. "holds object references") on a plain numeric dtype; numpy trusts
+    them, and a uint8 array flagged as holding references is unsafe to free.  So
+    only the byte order of the state is applied, and any other value is refused.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        self.dtype = _checked_dtype(np.dtype(*args[:3]))
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
+        if not isinstance(state, tuple) or len(state) not in (8, 9):
+            raise pickle.UnpicklingError("the pickle holds a malformed numpy dtype")
+        order = state[1].decode("latin1") if isinstance(state[1], bytes) else state[1]
+        plain = (
+            order in ("<", ">", "=", "|")
+            and state[2:5] == (None, None, None)
+            and state[5] in (-1, self.dtype.itemsize)
+            and state[6] in (-1, self.dtype.alignment)
+            and state[7] == 0
+            and (len(state) == 8 or state[8] is None)
+        )
+        if not plain:
+            raise pickle.UnpicklingError(
+                f"the pickle sets the numpy dtype {self.dtype!r} to the state {state!r}; "
+                "a CIFAR file holds only plain numeric dtypes"
+            )
+        if order in ("<", ">"):  # "=" and "|" keep the native order
+            self.dtype = self.dtype.newbyteorder("<" if order == "<" else ">")
 
 
 class _BoundedArray(np.ndarray):
@@ -85,9 +122,9 @@ class _BoundedArray(np.ndarray):
         # (version, shape, dtype, is_fortran, data) or, older, without the version
         if not isinstance(state, tuple) or len(state) not in (4, 5):
             raise pickle.UnpicklingError("the pickle holds a malformed numpy array")
-        shape, dtype = state[-4], state[-3]
+        shape, dtype = state[-4], _checked_dtype(state[-3])
         _check_size(shape, dtype, type(self).max_bytes)
-        super().__setstate__(state)
+        super().__setstate__((*state[:-3], dtype, *state[-2:]))
 
 
 def _check_size(shape: Any, dtype: Any, max_bytes: int) -> None:
@@ -139,7 +176,7 @@ class _CifarUnpickler(pickle.Unpickler):
         if name == "ndarray":
             return self._array
         if name == "dtype":
-            return lambda *args: _checked_dtype(np.dtype(*args[:3]))
+            return _DtypeSpec
         leaf = module.rsplit(".", 1)[1]
         original = _numpy_global(f"numpy._core.{leaf}", f"numpy.core.{leaf}", name=name)
         if name == "_reconstruct":
@@ -148,7 +185,7 @@ class _CifarUnpickler(pickle.Unpickler):
                 if subtype is not self._array:
                     raise pickle.UnpicklingError("the pickle rebuilds an array of another class")
                 _check_size(shape, dtype, self._array.max_bytes)
-                return original(subtype, shape, dtype)
+                return original(subtype, shape, _checked_dtype(dtype))
 
             return reconstruct
         if name == "scalar":
