@@ -2,9 +2,12 @@
 
 Every detector follows scikit-learn's outlier-detector contract:
 ``score_samples`` is higher for more normal samples, ``predict`` returns +1
-for inliers and -1 for outliers.
+for inliers and -1 for outliers.  Fitted estimators are saved with
+:func:`ssad.save` and read back with :func:`ssad.load`, a format that cannot run
+code (pickle works too, for files you trust).
 """
 
+from ssad._io import load, save
 from ssad.base import BaseDetector
 from ssad.detectors import (
     ConvexMILDetector,
@@ -40,4 +43,6 @@ __all__ = [
     "Transformaly",
     "TransformalyDetector",
     "__version__",
+    "load",
+    "save",
 ]

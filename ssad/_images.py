@@ -15,8 +15,39 @@ Accepted inputs
 - a list of PIL images;
 - a list of image file paths (``str`` or :class:`os.PathLike`).
 
-Grey images are repeated to three channels; the alpha channel of RGBA images
-is dropped.
+The batch axis is required
+--------------------------
+``X`` is always a batch, even of one image: a single image must be given as
+``X[None]``.  Without that rule a single ``(H, W, C)`` array would silently
+be read as ``H`` grey images of ``W x C`` pixels, so:
+
+- a 2-D array is refused (a single grey image, or flattened images);
+- a 3-D array ``(n, H, W)`` whose last axis is 1, 3 or 4 *and* smaller than
+  the axis before it, e.g. ``(32, 32, 3)``, looks like one ``(H, W, C)``
+  image and is refused.  A stack of grey images that narrow (at most 4
+  pixels wide and narrower than tall) is given with a channel axis,
+  ``X[..., None]``, of shape ``(n, H, W, 1)``.  Other 3-D arrays, e.g.
+  ``(3, 28, 28)`` or ``(5, 4, 4)``, are stacks of grey images;
+- a 3-D tensor is a single ``(C, H, W)`` image and is refused.
+
+Pixel values
+------------
+uint8 arrays and tensors are divided by 255.  PIL images and image files go
+through :func:`pil_to_array`, which the dataset readers of
+:mod:`ssad.datasets` use too, so an image file reads the same either way:
+
+- 8-bit modes (``"1"``, ``"L"``, ``"P"``, ``"RGB"``, ...) are divided by 255;
+- 16-bit and 32-bit integer modes (``"I;16"``, ``"I;16B"``, ``"I"``, as
+  16-bit PNG and TIFF files open) are divided by 65535, the 16-bit range,
+  after clipping to ``0..65535``;
+- float images (mode ``"F"``) must already hold values in ``[0, 1]``, like
+  float arrays; other values raise a :class:`ValueError` rather than being
+  clipped into a constant image or rescaled by a per-image maximum.
+
+Grey images are repeated to three channels.  Transparent pixels (RGBA and
+grey-alpha images, palette images with transparency, and the fourth channel
+of 4-channel arrays and tensors) are composited on a white background, the
+usual rendering of transparent PNGs.
 """
 
 from __future__ import annotations
@@ -29,15 +60,34 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-__all__ = ["ImageSet", "Preprocessor", "check_images"]
+__all__ = [
+    "GREY_MODES",
+    "ImageSet",
+    "Preprocessor",
+    "check_images",
+    "luma",
+    "pil_to_array",
+    "probe_image",
+    "read_image_file",
+]
 
 _ACCEPTED = (
     "a numpy array (n, H, W) or (n, H, W, C) with C in {1, 3, 4}, a torch tensor "
     "(n, C, H, W), a list of PIL images or a list of image file paths"
 )
 _VALID_CHANNELS = (1, 3, 4)
+
+#: Pillow modes :func:`pil_to_array` reads as one grey channel (2-D result).
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+#: Full scale of Pillow's integer modes wider than 8 bits: 16-bit PNG and TIFF
+#: files open as "I;16*" or, in older Pillow versions, as "I".
+_WIDE_INT_TOP = 65535.0
+
+#: ITU-R 601-2 luma weights, those of Pillow's ``convert("L")``.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class ImageSet:
@@ -114,7 +164,10 @@ class ImageSet:
             items = self.data[indices]
         else:
             items = [self.data[i] for i in np.asarray(indices, dtype=np.int64)]
-        tensors = [_pil_to_tensor(_open(item) if self.kind == "path" else item) for item in items]
+        tensors = [
+            _array_to_tensor(read_image_file(item) if self.kind == "path" else pil_to_array(item))
+            for item in items
+        ]
         if size is None and len({t.shape for t in tensors}) > 1:
             raise ValueError(
                 "The images have different sizes "
@@ -172,10 +225,21 @@ def _check_array(X: np.ndarray, name: str) -> ImageSet:
     if X.ndim not in (3, 4):
         hint = ""
         if X.ndim == 2:
-            hint = " Flattened images must be reshaped first, e.g. X.reshape(-1, 28, 28)."
+            hint = (
+                f" Reshape your data: a single grey image must be given as {name}[None], "
+                f"flattened images reshaped, e.g. {name}.reshape(-1, 28, 28)."
+            )
         raise ValueError(
-            f"{name} must be a numpy array of shape (n, H, W) or (n, H, W, C); "
-            f"got {X.ndim} dimension(s) with shape {X.shape}.{hint}"
+            f"{name} must be a numpy array of shape (n, H, W) or (n, H, W, C) (a batch of "
+            f"images); got {X.ndim} dimension(s) with shape {X.shape}.{hint}"
+        )
+    if X.ndim == 3 and X.shape[2] in _VALID_CHANNELS and X.shape[2] < X.shape[1]:
+        # (H, W, C) read as H grey images of W x C pixels: refuse rather than guess
+        raise ValueError(
+            f"{name} must be a batch of images of shape (n, H, W) or (n, H, W, C); got shape "
+            f"{X.shape}, which looks like a single image (H, W, C) without the batch axis. "
+            f"Reshape your data: a single image must be given as {name}[None]; grey images "
+            f"{X.shape[2]} pixel(s) wide must be given with a channel axis, {name}[..., None]."
         )
     if X.ndim == 4 and X.shape[-1] not in _VALID_CHANNELS:
         hint = ""
@@ -186,17 +250,29 @@ def _check_array(X: np.ndarray, name: str) -> ImageSet:
             f"got shape {X.shape}.{hint}"
         )
     _check_common(X.shape[0], X.dtype, name)
+    _check_pixels(X.shape[1], X.shape[2], name)
     _check_values(X, np.issubdtype(X.dtype, np.floating), name)
     return ImageSet(X, "array")
 
 
 def _check_tensor(X: torch.Tensor, name: str) -> ImageSet:
+    if X.ndim == 3:
+        raise ValueError(
+            f"{name} must be a torch tensor of shape (n, C, H, W) (a batch of images); got "
+            f"shape {tuple(X.shape)}, a single image (C, H, W) without the batch axis. "
+            f"Reshape your data: a single image must be given as {name}[None]; grey images "
+            f"(n, H, W) as {name}[:, None]."
+        )
     if X.ndim != 4 or X.shape[1] not in _VALID_CHANNELS:
+        hint = ""
+        if X.ndim == 4 and X.shape[-1] in _VALID_CHANNELS:
+            hint = f" It looks channels-last; use {name}.permute(0, 3, 1, 2)."
         raise ValueError(
             f"{name} must be a torch tensor of shape (n, C, H, W) with C in {{1, 3, 4}}; "
-            f"got shape {tuple(X.shape)}."
+            f"got shape {tuple(X.shape)}.{hint}"
         )
     _check_common(X.shape[0], X.dtype, name)
+    _check_pixels(X.shape[2], X.shape[3], name)
     _check_values(X, X.is_floating_point(), name)
     return ImageSet(X.detach(), "tensor")
 
@@ -215,6 +291,14 @@ def _check_common(n: int, dtype: Any, name: str) -> None:
         raise TypeError(
             f"{name} must have dtype uint8 (values 0..255) or a float dtype with values "
             f"in [0, 1]; got dtype {dtype}.{hint}"
+        )
+
+
+def _check_pixels(height: int, width: int, name: str) -> None:
+    if height == 0 or width == 0:
+        raise ValueError(
+            f"{name} holds images of {height}x{width} (height x width) pixels; an image "
+            "needs at least 1 pixel in each direction."
         )
 
 
@@ -254,18 +338,141 @@ def _check_list(X: list[Any], name: str) -> ImageSet:
     )
 
 
-def _open(path: str) -> Image.Image:
+def probe_image(path: str | os.PathLike[str]) -> tuple[str, tuple[int, int]]:
+    """Return the Pillow mode and ``(height, width)`` of an image file, reading its header.
+
+    Raises
+    ------
+    ValueError
+        If the file is not an image Pillow reads, or is larger than Pillow's
+        decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``); the message
+        names the file.
+    """
+    try:
+        with Image.open(path) as img:
+            return img.mode, (img.height, img.width)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # Pillow's plugins raise many types on corrupt headers
+        raise _read_error(path, exc) from exc
+
+
+def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image file into an array, as :func:`pil_to_array` does.
+
+    The one reader of image files in ssad: the image adapter and the dataset
+    readers of :mod:`ssad.datasets` both use it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+
+    Returns
+    -------
+    ndarray of shape (H, W) or (H, W, 3), dtype float32
+        Values in ``[0, 1]``; see :func:`pil_to_array`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not an image Pillow decodes, is larger than Pillow's
+        decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), or is a float
+        image with values outside ``[0, 1]``; the message names the file.
+    """
     try:
         with Image.open(path) as img:
             img.load()
-            return img
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ValueError(f"Could not read the image file {path!r}: {exc}") from exc
+            return pil_to_array(img)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # decoders of untrusted bytes raise many types
+        raise _read_error(path, exc) from exc
 
 
-def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+def _read_error(path: str | os.PathLike[str], exc: Exception) -> ValueError:
+    if isinstance(exc, Image.DecompressionBombError):
+        return ValueError(
+            f"Refused to read the image file {os.fspath(path)!r}: {exc} Raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted."
+        )
+    return ValueError(f"Could not read the image file {os.fspath(path)!r}: {exc}")
+
+
+def pil_to_array(img: Image.Image) -> np.ndarray:
+    """Convert a PIL image into float32 pixel values in ``[0, 1]``.
+
+    The one conversion of PIL images in ssad (see the module documentation):
+    8-bit modes are divided by 255, 16/32-bit integer modes (``"I;16*"``,
+    ``"I"``) by 65535 after clipping to ``0..65535``, float images (``"F"``)
+    must hold values in ``[0, 1]`` already; transparent pixels are composited
+    on white.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The image, in any mode Pillow converts to RGB.
+
+    Returns
+    -------
+    ndarray of shape (H, W) or (H, W, 3), dtype float32
+        2-D for the grey modes of :data:`GREY_MODES`, RGB otherwise.
+
+    Raises
+    ------
+    ValueError
+        If the image has no pixels, a float image holds NaN, infinite or
+        out-of-range values, or the mode cannot be converted to RGB.
+    """
+    if img.width == 0 or img.height == 0:
+        raise ValueError(
+            f"The image has {img.height}x{img.width} (height x width) pixels; an image needs "
+            "at least 1 pixel in each direction."
+        )
+    mode = img.mode
+    if mode == "I" or mode.startswith("I;16"):
+        wide = np.clip(np.asarray(img).astype(np.int64), 0, int(_WIDE_INT_TOP))
+        return wide.astype(np.float32) / np.float32(_WIDE_INT_TOP)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError("A float (mode 'F') image contains NaN or infinite values.")
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                "A float (mode 'F') image must hold values in [0, 1], as float arrays do; "
+                f"got values in [{lo:g}, {hi:g}]. Scale it first, e.g. "
+                "Image.fromarray(arr / 65535) for 16-bit data."
+            )
+        return arr.copy()
+    if mode in ("LA", "La", "PA", "P", "RGBA", "RGBa"):
+        # convert() turns premultiplied modes and palette transparency into straight alpha
+        target = "LA" if mode in ("LA", "La") else "RGBA"
+        pixels = _unit(np.asarray(img.convert(target)))
+        colour, alpha = pixels[..., :-1], pixels[..., -1:]
+        out = colour * alpha + (np.float32(1.0) - alpha)
+        return out[..., 0] if target == "LA" else out
+    if mode in GREY_MODES:  # "1", "L"
+        return _unit(np.asarray(img.convert("L")))
+    return _unit(np.asarray(img if mode == "RGB" else img.convert("RGB")))
+
+
+def _unit(arr: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1] (as ``_to_unit_float`` does for tensors)."""
+    return arr.astype(np.float32) / np.float32(255.0)
+
+
+def luma(arr: np.ndarray) -> np.ndarray:
+    """Grey level of float RGB pixels ``(..., 3)``, with Pillow's ``convert("L")`` weights."""
+    out: np.ndarray = arr @ _LUMA
+    return out
+
+
+def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return x.unsqueeze(0).expand(3, -1, -1) if x.ndim == 2 else x.permute(2, 0, 1)
 
 
 def _to_unit_float(x: torch.Tensor) -> torch.Tensor:
@@ -278,8 +485,9 @@ def _to_rgb(x: torch.Tensor) -> torch.Tensor:
     c = x.shape[1]
     if c == 1:
         return x.expand(-1, 3, -1, -1)
-    if c == 4:
-        return x[:, :3]
+    if c == 4:  # composite on white, as pil_to_array does for RGBA images
+        alpha = x[:, 3:]
+        return x[:, :3] * alpha + (1.0 - alpha)
     return x
 
 

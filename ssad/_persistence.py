@@ -3,6 +3,11 @@
 Fitted modules are saved as CPU state dicts, never as pickled module objects,
 and rebuilt on load from the estimator's own parameters.  An estimator fitted
 on CUDA therefore loads on a machine without a GPU (it then runs on the CPU).
+:func:`ssad.save` stores the same state (``__getstate__``) in a format that
+cannot run code.
+
+Pickle files can run any code when they are loaded: unpickle only files you
+trust, and share models with :func:`ssad.save` / :func:`ssad.load`.
 """
 
 from __future__ import annotations

@@ -138,10 +138,18 @@ def _create(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
 
 def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"The checkpoint {path!r} is not a file.")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        obj: Any = load_file(path, device="cpu")
+        try:
+            obj: Any = load_file(path, device="cpu")
+        except Exception as exc:  # SafetensorError, OSError, ...: none names the file
+            raise ValueError(
+                f"Could not read {path!r} as a safetensors file (it is truncated or corrupt, "
+                f"or not safetensors data): {exc}"
+            ) from exc
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -197,8 +205,14 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
     Raises
     ------
+    FileNotFoundError
+        If ``path`` is not a file.
     ValueError
-        If the file holds no state dict or misses parameters of the model.
+        If the file cannot be read (a corrupt safetensors or PyTorch file),
+        holds no state dict, misses parameters of the model, holds a tensor of
+        another shape than the model's parameter of that name, or holds NaN
+        or infinite values in a tensor it loads.  The message names the file
+        and the tensor.
     """
     state = _read_state_dict(path)
     filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
@@ -208,6 +222,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
         except Exception as exc:  # timm's converters assume well-formed checkpoints
             logger.debug("timm's checkpoint_filter_fn failed (%s); loading keys as they are", exc)
     state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
+    _check_tensors(state, model.state_dict(), os.fspath(path), type(model).__name__)
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(_HEAD_PREFIXES)]
     if missing:
@@ -218,6 +233,39 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
         )
     if result.unexpected_keys:
         logger.warning("Ignored %d unexpected keys in %s", len(result.unexpected_keys), path)
+
+
+def _check_tensors(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    path: str,
+    model_name: str,
+) -> None:
+    """Refuse tensors of the wrong shape or with NaN / inf among those that will be loaded.
+
+    ``load_state_dict`` would raise a RuntimeError for the first and accept the
+    second, which then fails much later with a misleading message.
+    """
+    loaded = [(k, v) for k, v in state.items() if k in expected]
+    wrong = [(k, v) for k, v in loaded if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        key, tensor = wrong[0]
+        others = f" ({len(wrong) - 1} more tensor(s) differ in shape)" if len(wrong) > 1 else ""
+        raise ValueError(
+            f"{path!r} does not fit the model {model_name}: the tensor {key!r} has shape "
+            f"{tuple(tensor.shape)} in the file but {tuple(expected[key].shape)} in the "
+            f"model{others}."
+        )
+    for key, tensor in loaded:
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(
+            torch.isfinite(tensor).all()
+        ):
+            n_bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{path!r} holds NaN or infinite values: {n_bad} of the {tensor.numel()} "
+                f"values of the tensor {key!r} are not finite (the first such tensor in the "
+                "file). The checkpoint is corrupt or comes from a diverged training run."
+            )
 
 
 def data_config(model: nn.Module) -> dict[str, Any]:

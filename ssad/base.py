@@ -51,19 +51,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
     Raises
     ------
     ValueError
-        If the string is not a device name torch knows.
+        If the string is not a device name torch knows, or names a device
+        type that cannot run a model (``"meta"``, whose tensors hold no data,
+        and every type other than cpu, cuda and mps).
     RuntimeError
         If a CUDA or MPS device is requested but is not available.
     """
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    expected = "The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'. "
-            f"Got {device!r} instead."
-        ) from exc
+        raise ValueError(f"{expected}. Got {device!r} instead.") from exc
+    # torch.device also parses "meta", "xla", "hpu", ...: only these run an ssad model
+    if dev.type not in ("cpu", "cuda", "mps"):
+        why = " ('meta' tensors hold no data)" if dev.type == "meta" else ""
+        raise ValueError(f"{expected}, a device that runs a model. Got {device!r} instead{why}.")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(

@@ -9,6 +9,7 @@ import os
 import pickle
 import struct
 import sys
+import tracemalloc
 import types
 from pathlib import Path
 
@@ -156,6 +157,43 @@ def test_idx_count_mismatch_is_a_value_error(tmp_path):
         load_fashion_mnist(tmp_path)
 
 
+def test_idx_gz_is_not_decompressed_beyond_its_header(tmp_path):
+    # 16 bytes of header announcing 10 bytes of data, then 32 MB of zeros (~32 KB gzipped)
+    write_idx_set(tmp_path, gz=True)
+    path = tmp_path / (IDX_STEMS["train_labels"] + ".gz")
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + bytes(10))
+        for _ in range(32):
+            f.write(bytes(1 << 20))
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"labels-idx1-ubyte\.gz.*more than 10 bytes"):
+            load_fashion_mnist(tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # the 32 MB were never held in memory
+
+
+def test_idx_gz_header_announcing_more_than_gzip_can_hold(tmp_path):
+    write_idx_set(tmp_path, gz=True)
+    path = tmp_path / (IDX_STEMS["train_images"] + ".gz")
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 60000, 28, 28) + bytes(100))
+    with pytest.raises(ValueError, match=r"47040000 bytes of data, more than a gzip file"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_idx_raw_size_is_checked_against_the_header(tmp_path):
+    write_idx_set(tmp_path, gz=False)
+    path = tmp_path / IDX_STEMS["train_images"]
+    huge = 2**32 - 1
+    path.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", huge, huge, huge) + bytes(8))
+    with pytest.raises(ValueError, match=r"holds 8 bytes of data after its header"):
+        load_fashion_mnist(tmp_path)
+
+
 @pytest.mark.skipif(
     not (FASHION_MNIST_DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
     reason="needs 'apt-get install dataset-fashion-mnist'",
@@ -286,6 +324,74 @@ def test_cifar_pickle_refuses_foreign_objects(tmp_path):
     write_pickle(folder / "batches.meta", {b"label_names": _Evil()})
     with pytest.raises(ValueError, match=r"batches\.meta.*refusing"):
         load_cifar10(folder)
+
+
+class _HugeArray:
+    """Pickles as a request for a 10^12-element array (a few dozen bytes)."""
+
+    def __init__(self, how):
+        self.how = how
+
+    def __reduce__(self):
+        huge = (10**12,)
+        if self.how == "reconstruct":
+            return (np._core.multiarray._reconstruct, (np.ndarray, huge, b"B"))
+        if self.how == "constructor":
+            return (np.ndarray, (huge, "u1"))
+        if self.how == "setstate":
+            state = (1, huge, np.dtype(np.uint8), False, b"")
+            return (np._core.multiarray._reconstruct, (np.ndarray, (0,), b"B"), state)
+        return (np.ndarray, ((2,), "O"))  # an array of objects
+
+
+@pytest.mark.parametrize("how", ["reconstruct", "constructor", "setstate", "objects"])
+def test_cifar_pickle_cannot_request_huge_or_object_arrays(tmp_path, how):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder)
+    write_pickle(folder / "test_batch", {b"data": _HugeArray(how), b"labels": [0]}, protocol=4)
+    match = r"dtype\('O'\).*only numbers" if how == "objects" else r"1000000000000.*whole file"
+    with pytest.raises(ValueError, match=rf"test_batch.*({match})"):
+        load_cifar10(folder)
+
+
+class _FlaggedDtype:
+    """Pickles as uint8 whose state claims it holds object references (flag 1)."""
+
+    def __reduce__(self):
+        return (np.dtype, ("u1", False, True), (3, "|", None, None, None, -1, -1, 1))
+
+
+class _FlaggedArray:
+    def __reduce__(self):
+        state = (1, (3072,), _FlaggedDtype(), False, bytes(3072))
+        return (np._core.multiarray._reconstruct, (np.ndarray, (0,), b"B"), state)
+
+
+def test_cifar_pickle_cannot_set_internal_dtype_flags(tmp_path):
+    # numpy trusts the flags of a pickled dtype: a uint8 array "holding references"
+    # fails (or worse) when it is freed
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder)
+    write_pickle(folder / "test_batch", {b"data": _FlaggedArray(), b"labels": [0]}, protocol=4)
+    with pytest.raises(ValueError, match=r"test_batch.*plain numeric dtypes"):
+        load_cifar10(folder)
+
+
+@pytest.mark.parametrize("name", ["cifar-10-python.tar.gz", "data_batch_1"])
+def test_cifar10_root_that_is_a_file_says_so(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"\x1f\x8b")
+    with pytest.raises(NotADirectoryError, match=r"is a file, not a folder") as info:
+        load_cifar10(path)
+    assert ("looks like an archive" in str(info.value)) == name.endswith(".tar.gz")
+    assert "does not exist" not in str(info.value)
+
+
+def test_readers_name_the_file_of_a_decompression_bomb(tmp_path, monkeypatch):
+    save_png(tmp_path / "cls" / "big.png", np.zeros((64, 64), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)  # an error above 2 * 16 pixels
+    with pytest.raises(ValueError, match=r"Refused to read .*big\.png.*MAX_IMAGE_PIXELS"):
+        load_image_folder(tmp_path)
 
 
 def write_cifar100(folder: Path) -> dict:
@@ -467,6 +573,32 @@ def test_load_image_folder_errors(tmp_path):
     (tmp_path / "empty" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"broken\.png"):
         load_image_folder(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform == "win32", reason="symlinks")
+def test_load_image_folder_follows_links_but_not_loops(tmp_path, caplog):
+    rng = np.random.default_rng(5)
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    save_png(root / "cat" / "a.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
+    save_png(root / "dog" / "b.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
+    save_png(outside / "c.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
+    (root / "cat" / "sub").mkdir()
+    os.symlink(root / "cat", root / "cat" / "sub" / "loop")  # a loop
+    os.symlink(root, root / "cat" / "up")  # the root, which holds every class
+    os.symlink(root / "dog", root / "cat" / "dogs")  # another class
+    os.symlink(outside, root / "dog" / "linked")  # data kept elsewhere: read
+    os.symlink(outside, root / "dog" / "linked_again")  # ... but only once
+    with caplog.at_level("WARNING", logger="ssad.datasets._folders"):
+        data = load_image_folder(root)
+    assert [Path(f).relative_to(root).as_posix() for f in data.filenames] == [
+        "cat/a.png",
+        "dog/b.png",
+        "dog/linked/c.png",
+    ]
+    assert data.y.tolist() == [0, 1, 1]
+    skipped = sorted(Path(r.args[0]).name for r in caplog.records)
+    assert skipped == ["dogs", "linked_again", "loop", "up"]
+    assert "link loop" in caplog.text and "another class folder" in caplog.text
 
 
 # ------------------------------------------------------------------ bundled sets

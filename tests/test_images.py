@@ -22,14 +22,18 @@ def test_uint8_and_float_arrays_agree():
     assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
 
 
-def test_grey_is_repeated_and_alpha_dropped():
+def test_grey_is_repeated_and_alpha_composited_on_white():
     grey = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
     out = _load(grey)
     assert out.shape == (2, 3, 4, 4)
     torch.testing.assert_close(out[:, 0], out[:, 2])
     rgba = np.zeros((1, 4, 4, 4), dtype=np.uint8)
-    rgba[..., 3] = 255
+    rgba[..., 3] = 255  # opaque black stays black
     assert float(_load(rgba).max()) == 0.0
+    rgba[..., 3] = 0  # transparent black is white, as in PIL images and the dataset readers
+    assert float(_load(rgba).min()) == 1.0
+    assert float(_load(torch.from_numpy(rgba).permute(0, 3, 1, 2)).min()) == 1.0
+    assert float(_load([Image.fromarray(rgba[0])]).min()) == 1.0
     assert _load(grey[..., None]).shape == (2, 3, 4, 4)
 
 
@@ -84,6 +88,9 @@ def test_preprocessor_resizes_and_normalises():
         (np.zeros((0, 8, 8), np.uint8), ValueError, "0 images"),
         ([], ValueError, "0 images"),
         (np.zeros((4, 64), np.uint8), ValueError, r"shape \(n, H, W\).*got 2 dimension"),
+        (np.zeros((1, 0, 5), np.uint8), ValueError, r"0x5 \(height x width\) pixels"),
+        (torch.zeros((1, 3, 4, 0)), ValueError, r"4x0 \(height x width\) pixels"),
+        (np.zeros((28, 28), np.uint8), ValueError, r"single grey image.*X\[None\]"),
         (np.zeros((2, 3, 8, 8), np.uint8), ValueError, "channels-first"),
         (np.zeros((2, 8, 8, 2), np.uint8), ValueError, r"C in \{1, 3, 4\}"),
         (torch.zeros(2, 8, 8, 3), ValueError, r"\(n, C, H, W\)"),
@@ -102,9 +109,155 @@ def test_errors_say_expected_and_received(X, error, message):
         check_images(X)
 
 
+def test_empty_pil_image_is_refused_on_load():
+    images = check_images([Image.new("L", (0, 0))])
+    with pytest.raises(ValueError, match=r"0x0 \(height x width\) pixels"):
+        images.load(slice(None), size=(4, 4))
+
+
 def test_unreadable_file_is_named(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     images = check_images([bad])
     with pytest.raises(ValueError, match="Could not read the image file.*broken.png"):
+        images.load(slice(None))
+
+
+# --------------------------------------------------------------------------- batch axis
+
+
+@pytest.mark.parametrize(
+    "X",
+    [
+        np.zeros((32, 32, 3), np.uint8),
+        np.zeros((32, 32, 4), np.uint8),
+        np.zeros((28, 28, 1), np.float32),
+        np.zeros((9, 8, 3), np.uint8),
+    ],
+    ids=lambda x: str(x.shape),
+)
+def test_single_hwc_array_is_refused(X):
+    # It used to be read as len(X) grey images of W x C pixels.
+    with pytest.raises(ValueError, match=r"single image \(H, W, C\).*X\[None\].*X\[\.\.\., None\]"):
+        check_images(X)
+    assert len(check_images(X[None])) == 1  # the fix the message gives
+    assert _load(X[None]).shape == (1, 3, *X.shape[:2])
+
+
+def test_single_chw_tensor_is_refused():
+    with pytest.raises(ValueError, match=r"single image \(C, H, W\).*X\[None\]"):
+        check_images(torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match=r"channels-last.*permute\(0, 3, 1, 2\)"):
+        check_images(torch.zeros(2, 8, 8, 3))
+    assert _load(torch.zeros(3, 32, 32)[None]).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 28, 28), (5, 4, 4), (2, 4, 4), (1, 8, 8), (40, 1, 1), (6, 2, 3)]
+)
+def test_grey_stacks_are_still_accepted(shape):
+    X = np.zeros(shape, np.uint8)
+    assert _load(X).shape == (shape[0], 3, *shape[1:])
+
+
+def test_narrow_grey_stack_is_given_with_a_channel_axis():
+    X = np.random.default_rng(0).integers(0, 256, (10, 8, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="single image"):
+        check_images(X)
+    out = _load(X[..., None])
+    assert out.shape == (10, 3, 8, 3)
+    torch.testing.assert_close(out[:, 0], torch.from_numpy(X).float() / 255)
+
+
+# --------------------------------------------------------------------------- pixel values
+
+_RAMP16 = (np.arange(4 * 6, dtype=np.uint16).reshape(4, 6) * 2500 + 1000).astype(np.uint16)
+
+
+def _wide_images():
+    """PIL images that Image.convert("RGB") used to clip to (almost) constant images."""
+    return {
+        "I;16": (Image.fromarray(_RAMP16), _RAMP16 / 65535),
+        "I": (Image.fromarray(_RAMP16.astype(np.int32)), _RAMP16 / 65535),
+        "F": (Image.fromarray(_RAMP16.astype(np.float32) / 65535), _RAMP16 / 65535),
+    }
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_16_bit_and_float_pil_images_are_scaled(mode):
+    img, expected = _wide_images()[mode]
+    assert img.mode == mode
+    out = _load([img])
+    assert out.shape == (1, 3, 4, 6)
+    np.testing.assert_allclose(out[0, 0].numpy(), expected, atol=1e-6)
+    torch.testing.assert_close(out[:, 0], out[:, 2])
+
+
+def test_16_bit_png_file_is_scaled(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(_RAMP16).save(path)
+    out = _load([path])
+    assert len(torch.unique(out)) == _RAMP16.size  # not a constant white image
+    np.testing.assert_allclose(out[0, 1].numpy(), _RAMP16 / 65535, atol=1e-6)
+
+
+def test_float_pil_image_outside_unit_range_is_refused(tmp_path):
+    img = Image.fromarray(np.full((4, 4), 200.0, np.float32))
+    with pytest.raises(ValueError, match=r"mode 'F'.*\[0, 1\].*got values in \[200, 200\]"):
+        _load([img])
+    path = tmp_path / "float.tif"
+    img.save(path)
+    with pytest.raises(ValueError, match=r"float\.tif.*mode 'F'"):
+        _load([path])
+
+
+def _transparent_images():
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red
+    rgba[0, 1] = (0, 0, 255, 128)  # half-transparent blue
+    la = np.zeros((2, 2, 2), np.uint8)
+    la[..., 1] = 0  # transparent black
+    la[1, 1] = (10, 255)
+    palette = Image.new("P", (2, 2), 0)
+    palette.putpalette([0, 0, 0, 50, 60, 70] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    palette.info["transparency"] = 0
+    return [Image.fromarray(rgba), Image.fromarray(la, mode="LA"), palette]
+
+
+def test_adapter_and_dataset_readers_read_files_alike(tmp_path):
+    from ssad.datasets import load_image_folder
+
+    images = [*_transparent_images(), Image.fromarray(_RAMP16[:2, :2]), Image.new("L", (2, 2), 7)]
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(tmp_path / "cls" / f"{i}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        img.save(paths[-1])
+    data = load_image_folder(tmp_path)
+    assert data.filenames == [str(p) for p in paths]
+    adapter = _load(paths)
+    np.testing.assert_array_equal(
+        data.X, np.rint(adapter.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    )
+    # transparency composited on white in both
+    assert data.X[0, 1, 0].tolist() == [255, 255, 255]
+    assert data.X[0, 0, 0].tolist() == [255, 0, 0]
+    assert data.X[0, 0, 1].tolist() == [127, 127, 255]
+    assert data.X[1, 0, 0].tolist() == [255, 255, 255]
+    assert data.X[1, 1, 1].tolist() == [10, 10, 10]
+    assert data.X[2, 0, 0].tolist() == [255, 255, 255]
+    assert data.X[2, 0, 1].tolist() == [50, 60, 70]
+    # and the 16-bit file is scaled by 65535, not clipped
+    np.testing.assert_array_equal(data.X[3, ..., 0], np.rint(_RAMP16[:2, :2] / 65535 * 255))
+
+
+def test_decompression_bomb_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)  # error above 2 * 16 pixels
+    images = check_images([path])
+    with pytest.raises(
+        ValueError, match=r"Refused to read the image file .*bomb\.png.*MAX_IMAGE_PIXELS"
+    ):
         images.load(slice(None))

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 from scipy.special import logsumexp
-from scipy.stats import multivariate_normal
+from scipy.stats import multivariate_normal, spearmanr
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
@@ -114,7 +114,9 @@ def test_float32_input_gives_float64_scores(scorer):
 def test_gaussian_without_pca_is_the_multivariate_normal_logpdf():
     X_train, X_test = _data()
     scorer = GaussianScorer(variance=None, whiten=False, reg_covar=1e-3).fit(X_train)
-    covariance = np.cov(X_train, rowvar=False, bias=True) + 1e-3 * np.eye(X_train.shape[1])
+    covariance = np.cov(X_train, rowvar=False, bias=True)
+    # the regularisation is relative: reg_covar times the mean variance
+    covariance += 1e-3 * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
     expected = multivariate_normal(X_train.mean(axis=0), covariance).logpdf(X_test)
     np.testing.assert_allclose(scorer.score_samples(X_test), expected, rtol=1e-10)
     np.testing.assert_allclose(scorer.location_, X_train.mean(axis=0))
@@ -180,6 +182,22 @@ def test_gaussian_single_sample():
         GaussianScorer().fit(X)
     with pytest.raises(ValueError, match=r"n_samples=4 .*use variance=None"):
         GaussianScorer().fit(np.ones((4, 3)))
+
+
+@pytest.mark.parametrize("factor", [1e-4, 1e4])
+@pytest.mark.parametrize("n_samples", [12, 200])  # fewer / more samples than features
+def test_gaussian_without_pca_ranking_does_not_depend_on_the_unit(factor, n_samples):
+    X_train, X_test = _data(n_train=n_samples, n_test=40, n_features=30)
+    X_train[:, :3] = 0.5  # constant features: the regularisation matters
+    reference = GaussianScorer(variance=None).fit(X_train)
+    scaled = GaussianScorer(variance=None).fit(X_train * factor)
+    expected = reference.mahalanobis(X_test)
+    np.testing.assert_allclose(scaled.mahalanobis(X_test * factor), expected, rtol=1e-6)
+    assert spearmanr(scaled.score_samples(X_test * factor), expected).statistic == pytest.approx(
+        -1.0
+    )
+    assert scaled.reg_covar_ == pytest.approx(reference.reg_covar_ * factor**2)
+    assert reference.reg_covar_ == pytest.approx(1e-6 * np.trace(np.cov(X_train.T, bias=True)) / 30)
 
 
 def test_gaussian_parameter_validation():
@@ -253,6 +271,39 @@ def test_knn_batch_size_does_not_change_scores():
     big = KNNScorer(n_neighbors=3).fit(X_train).score_samples(X_test)
     tiny = KNNScorer(n_neighbors=3, batch_size=1).fit(X_train).score_samples(X_test)
     np.testing.assert_array_equal(tiny, big)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("factor", [1e-30, 1e20, 1e-200, 1e200])
+def test_knn_scores_do_not_saturate_beyond_the_float32_range(metric, factor):
+    # faiss searches in float32: squared distances of 1e20 overflow it, of 1e-30 vanish
+    X_train, X_test = _data()
+    reference = KNNScorer(n_neighbors=3, metric=metric).fit(X_train)
+    scorer = KNNScorer(n_neighbors=3, metric=metric).fit(X_train * factor)
+    unit = factor if metric == "l2" else 1.0
+    scores = scorer.score_samples(X_test * factor)
+    assert len(np.unique(scores)) == len(X_test)
+    np.testing.assert_allclose(scores, reference.score_samples(X_test) * unit, rtol=1e-5)
+    assert scorer.offset_ == pytest.approx(reference.offset_ * unit, rel=1e-5)
+    restored = pickle.loads(pickle.dumps(scorer))
+    np.testing.assert_array_equal(restored.score_samples(X_test * factor), scores)
+
+
+def test_knn_scale_is_an_exact_power_of_two():
+    X_train, _ = _data()
+    scorer = KNNScorer(n_neighbors=3).fit(X_train)
+    peak = np.abs(X_train).max()
+    assert scorer.scale_ <= peak < 2 * scorer.scale_
+    assert np.log2(scorer.scale_) == int(np.log2(scorer.scale_))
+    assert KNNScorer(metric="cosine").fit(X_train).scale_ == 1.0
+    assert KNNScorer(n_neighbors=1).fit(np.zeros((3, 2))).scale_ == 1.0
+
+
+def test_knn_refuses_queries_beyond_the_float32_range_of_the_training_scale():
+    X_train, X_test = _data()
+    scorer = KNNScorer(n_neighbors=3).fit(X_train)
+    with pytest.raises(ValueError, match=r"X has values up to .*float32 search of faiss"):
+        scorer.score_samples(X_test * 1e20)
 
 
 # -- CosineKernelScorer ------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import io
 import logging
+import math
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -51,11 +53,98 @@ def _numpy_global(*modules: str, name: str) -> Callable[..., Any]:
     raise ImportError(f"numpy has no {name} in any of {modules}")
 
 
+#: dtype kinds a CIFAR pickle may build: bool, integers and floats (no objects, no
+#: structured or void types, whose items are not plain numbers).
+_ARRAY_KINDS = "biuf"
+
+
+def _checked_dtype(dtype: Any) -> np.dtype[Any]:
+    if isinstance(dtype, _DtypeSpec):
+        dtype = dtype.dtype
+    dtype = np.dtype(dtype)
+    if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(
+            f"the pickle builds an array of dtype {dtype!r}; a CIFAR file holds only numbers"
+        )
+    return dtype
+
+
+class _DtypeSpec:
+    """What a pickle's ``numpy.dtype(...)`` builds: a checked dtype, not a real one.
+
+    A pickled dtype is rebuilt in two steps, ``dtype(code)`` and then
+    ``__setstate__(state)``, whose state may set fields, sizes and internal flags
+    (e.g. "holds object references") on a plain numeric dtype; numpy trusts
+    them, and a uint8 array flagged as holding references is unsafe to free.  So
+    only the byte order of the state is applied, and any other value is refused.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        self.dtype = _checked_dtype(np.dtype(*args[:3]))
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
+        if not isinstance(state, tuple) or len(state) not in (8, 9):
+            raise pickle.UnpicklingError("the pickle holds a malformed numpy dtype")
+        order = state[1].decode("latin1") if isinstance(state[1], bytes) else state[1]
+        plain = (
+            order in ("<", ">", "=", "|")
+            and state[2:5] == (None, None, None)
+            and state[5] in (-1, self.dtype.itemsize)
+            and state[6] in (-1, self.dtype.alignment)
+            and state[7] == 0
+            and (len(state) == 8 or state[8] is None)
+        )
+        if not plain:
+            raise pickle.UnpicklingError(
+                f"the pickle sets the numpy dtype {self.dtype!r} to the state {state!r}; "
+                "a CIFAR file holds only plain numeric dtypes"
+            )
+        if order in ("<", ">"):  # "=" and "|" keep the native order
+            self.dtype = self.dtype.newbyteorder("<" if order == "<" else ">")
+
+
+class _BoundedArray(np.ndarray):
+    """ndarray whose unpickling refuses arrays larger than the file they come from.
+
+    A pickle only states an array's shape: without a bound, a few bytes can ask
+    for a 10^12-element array.  Every array of a CIFAR pickle holds its data in
+    the file, so an array can never need more bytes than the file has.
+    """
+
+    max_bytes = 0  # set on the subclass each unpickler makes
+
+    def __new__(cls, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> _BoundedArray:
+        _check_size(shape, dtype, cls.max_bytes)
+        return super().__new__(cls, shape, dtype, *args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, shape, dtype, is_fortran, data) or, older, without the version
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("the pickle holds a malformed numpy array")
+        shape, dtype = state[-4], _checked_dtype(state[-3])
+        _check_size(shape, dtype, type(self).max_bytes)
+        super().__setstate__((*state[:-3], dtype, *state[-2:]))
+
+
+def _check_size(shape: Any, dtype: Any, max_bytes: int) -> None:
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise pickle.UnpicklingError(f"the pickle builds an array of shape {shape!r}")
+    n_bytes = math.prod(dims) * _checked_dtype(dtype).itemsize
+    if n_bytes > max_bytes:
+        raise pickle.UnpicklingError(
+            f"the pickle asks for an array of shape {dims} ({n_bytes} bytes), more than "
+            f"the {max_bytes} bytes of the whole file"
+        )
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """Unpickler that only rebuilds the objects a CIFAR batch holds.
 
     Pickle files can run arbitrary code when loaded; the CIFAR batches only hold
     dicts, lists, strings, bytes and numpy arrays, so every other global is refused.
+    Arrays may only be of numbers, and no larger than the file (``max_bytes``).
     """
 
     _ALLOWED = {
@@ -70,6 +159,10 @@ class _CifarUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),
     }
 
+    def __init__(self, file: BinaryIO, *, max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._array = type("_BoundedArray", (_BoundedArray,), {"max_bytes": max_bytes})
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(
@@ -80,18 +173,38 @@ class _CifarUnpickler(pickle.Unpickler):
             import codecs
 
             return codecs.encode
-        if module == "numpy":
-            return getattr(np, name)
+        if name == "ndarray":
+            return self._array
+        if name == "dtype":
+            return _DtypeSpec
         leaf = module.rsplit(".", 1)[1]
-        return _numpy_global(f"numpy._core.{leaf}", f"numpy.core.{leaf}", name=name)
+        original = _numpy_global(f"numpy._core.{leaf}", f"numpy.core.{leaf}", name=name)
+        if name == "_reconstruct":
+
+            def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+                if subtype is not self._array:
+                    raise pickle.UnpicklingError("the pickle rebuilds an array of another class")
+                _check_size(shape, dtype, self._array.max_bytes)
+                return original(subtype, shape, _checked_dtype(dtype))
+
+            return reconstruct
+        if name == "scalar":
+            return lambda dtype, *args: original(_checked_dtype(dtype), *args)
+        # _frombuffer(buffer, dtype, shape, order): a view of bytes already in the file
+        return lambda buf, dtype, *args: original(buf, _checked_dtype(dtype), *args)
 
 
 def _read_pickle(path: Path) -> dict[str, Any]:
     """Read one CIFAR pickle into a dict with ``str`` keys."""
+    raw = path.read_bytes()
     try:
-        with path.open("rb") as f:
-            obj = _load(f)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as exc:
+        obj = _load(io.BytesIO(raw), max_bytes=len(raw))
+    except MemoryError as exc:
+        raise ValueError(
+            f"Could not read '{path}' as a CIFAR 'python version' pickle: it asks for more "
+            "memory than this machine has"
+        ) from exc
+    except Exception as exc:  # unpickling untrusted bytes raises many types
         raise ValueError(
             f"Could not read '{path}' as a CIFAR 'python version' pickle: {exc}"
         ) from exc
@@ -100,12 +213,17 @@ def _read_pickle(path: Path) -> dict[str, Any]:
             f"'{path}' should hold a dict (a CIFAR 'python version' pickle); "
             f"it holds a {type(obj).__name__}."
         )
-    return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
+    return {
+        (k.decode("latin1") if isinstance(k, bytes) else str(k)): (
+            v.view(np.ndarray) if isinstance(v, np.ndarray) else v
+        )
+        for k, v in obj.items()
+    }
 
 
-def _load(f: BinaryIO) -> Any:
+def _load(f: BinaryIO, *, max_bytes: int) -> Any:
     # encoding="bytes" reads the Python 2 pickles of the original archives.
-    return _CifarUnpickler(f, encoding="bytes").load()
+    return _CifarUnpickler(f, max_bytes=max_bytes, encoding="bytes").load()
 
 
 def _get(batch: dict[str, Any], key: str, path: Path) -> Any:
@@ -205,6 +323,8 @@ def load_cifar10(root: PathLike) -> Bunch:
     ------
     FileNotFoundError
         If ``root`` or one of the batch files is missing; the message names the file.
+    NotADirectoryError
+        If ``root`` is a file, not a folder.
     ValueError
         If a file is not a CIFAR-10 pickle batch.
 
@@ -290,6 +410,8 @@ def load_cifar100(root: PathLike, labels: Literal["coarse", "fine"] = "coarse") 
     ------
     FileNotFoundError
         If ``root`` or one of the files is missing; the message names the file.
+    NotADirectoryError
+        If ``root`` is a file, not a folder.
     ValueError
         If ``labels`` is not "coarse" or "fine", or a file is not a CIFAR-100 pickle.
 

@@ -33,8 +33,22 @@ def missing_file_error(
     return FileNotFoundError(f"{what} not found: expected '{path}'{also}. {hint}")
 
 
-def missing_root_error(root: Path, *, name: str, expected: Path, hint: str) -> FileNotFoundError:
-    """Build the error raised when the folder given as ``root`` does not exist."""
+def missing_root_error(root: Path, *, name: str, expected: Path, hint: str) -> OSError:
+    """Build the error raised when ``root`` is not a folder.
+
+    A :class:`FileNotFoundError` when it does not exist, a
+    :class:`NotADirectoryError` when it is a file (an archive not yet extracted,
+    or one of the files of the data set instead of their folder).
+    """
+    if root.exists():
+        if root.name.endswith((".tar.gz", ".tgz", ".tar", ".zip")):
+            advice = "It looks like an archive: extract it and pass the extracted folder."
+        else:
+            advice = f"Pass the folder that holds the files, e.g. '{root.parent}'."
+        return NotADirectoryError(
+            f"{name} folder expected, but '{root}' is a file, not a folder; the file "
+            f"'{expected}' is looked for inside the folder. {advice} {hint}"
+        )
     return FileNotFoundError(
         f"{name} folder not found: '{root}' does not exist, so the file '{expected}' "
         f"expected there is missing. {hint}"

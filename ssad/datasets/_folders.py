@@ -40,17 +40,54 @@ def _normalise_extensions(extensions: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _class_files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
-    """Image files under ``folder`` (recursively, hidden entries skipped), sorted."""
+def _class_files(
+    folder: Path, extensions: tuple[str, ...], *, root: Path, classes: dict[str, Path]
+) -> list[Path]:
+    """Image files under ``folder`` (recursively, hidden entries skipped), sorted.
+
+    Links to folders are followed, but no real folder is read twice: a link back
+    to a folder being read (a loop), to ``root`` or one of its parents, to another
+    class folder or to a folder already read is skipped with a warning, so that
+    no image is read twice or under the wrong class.
+    """
+    real_root = os.path.realpath(root)
+    own = os.path.realpath(folder)
+    others = [os.path.realpath(p) for p in classes.values() if p != folder]
+    visited = {own}
+
+    def refused(real: str) -> str | None:
+        if real in visited:
+            return "a folder already read (a link loop or a second link to it)"
+        if real_root == real or _inside(real_root, real):
+            return f"'{root}' or a folder holding it"
+        if any(real == other or _inside(real, other) for other in others):
+            return "another class folder"
+        return None
+
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            path = os.path.join(dirpath, name)
+            real = os.path.realpath(path)
+            reason = refused(real)
+            if reason is None:
+                visited.add(real)
+                kept.append(name)
+            else:
+                logger.warning("Skipped the folder '%s': it leads to %s.", path, reason)
+        dirnames[:] = kept
         files += [
             Path(dirpath) / name
             for name in filenames
             if not name.startswith(".") and name.lower().endswith(extensions)
         ]
     return sorted(files)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` lies strictly inside the real path ``folder``."""
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def load_image_folder(
@@ -68,7 +105,10 @@ def load_image_folder(
 
     Classes are the sub-folders of ``root`` in alphabetical order; each class holds
     the image files found anywhere below its sub-folder. Hidden files and folders
-    (name starting with ".") are skipped.
+    (name starting with ".") are skipped. Links to folders are followed, except a
+    link that leads back to a folder already read (a loop), to ``root`` or a
+    folder holding it, or into another class folder: those are skipped with a
+    logged warning, so that no image is read twice or under the wrong class.
 
     Parameters
     ----------
@@ -105,6 +145,8 @@ def load_image_folder(
     FileNotFoundError
         If ``root`` does not exist, holds no sub-folder, or a class sub-folder holds no
         image file.
+    NotADirectoryError
+        If ``root`` is a file, not a folder.
     ValueError
         If a file is not an image Pillow reads, or if the images differ in size and
         ``image_size`` is None.
@@ -141,8 +183,9 @@ def load_image_folder(
         )
     files: list[Path] = []
     labels: list[int] = []
+    class_dirs = {name: root_path / name for name in classes}
     for index, name in enumerate(classes):
-        class_files = _class_files(root_path / name, exts)
+        class_files = _class_files(class_dirs[name], exts, root=root_path, classes=class_dirs)
         if not class_files:
             raise FileNotFoundError(
                 f"No image file found in the class folder '{root_path / name}': expected "

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
+import struct
 import zlib
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from sklearn.utils import Bunch
@@ -29,6 +32,13 @@ _IDX_FORMAT = (
     "the idx format (magic number 0x00 0x00 <type code> <number of dims>, then one "
     "big-endian uint32 per dim, then the data)"
 )
+
+#: Deflate's largest expansion (1032:1, for long runs of one byte), plus gzip's
+#: own header and trailer: a .gz file of n bytes never holds more than this * n.
+_MAX_DEFLATE_RATIO = 1040
+
+#: Bytes decompressed at a time.
+_CHUNK = 1 << 20
 
 #: Stems of the four idx files of MNIST-like datasets, by split.
 _IDX_FILES = {
@@ -79,6 +89,12 @@ Read from the idx files in {root}."""
 def read_idx(path: PathLike) -> np.ndarray:
     """Read one idx file, raw or gzip-compressed (name ending in ``.gz``).
 
+    The header is read and checked first, then exactly the number of data
+    bytes it announces, streaming: a raw file's size is compared with the
+    header before any data is read, and a compressed file is never
+    decompressed beyond the header's count (plus one byte, to detect extra
+    data), so a small ``.gz`` file cannot expand into a huge buffer.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -102,38 +118,63 @@ def read_idx(path: PathLike) -> np.ndarray:
         raise FileNotFoundError(f"idx file not found: expected '{path}'.")
     compressed = path.suffix == ".gz"
     try:
-        if compressed:
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+        with gzip.open(path, "rb") if compressed else path.open("rb") as f:
+            return _read_idx_stream(f, path, compressed)
     except (OSError, EOFError, zlib.error) as exc:
         kind = "gzip-compressed idx" if compressed else "idx"
         raise ValueError(f"Could not read '{path}' as {kind} data: {exc}") from exc
 
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+
+class _Reader(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+def _read_idx_stream(f: _Reader, path: Path, compressed: bool) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
         raise ValueError(
-            f"'{path}' is not an idx file: its magic number is {raw[:4].hex(' ') or 'empty'}, "
+            f"'{path}' is not an idx file: its magic number is {magic.hex(' ') or 'empty'}, "
             f"expected {_IDX_FORMAT} with a type code among "
             f"{', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}."
         )
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    ndim = raw[3]
+    dtype = np.dtype(_IDX_DTYPES[magic[2]])
+    ndim = magic[3]
     header_size = 4 + 4 * ndim
-    if len(raw) < header_size:
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
         raise ValueError(
             f"'{path}' is truncated: its magic number announces {ndim} dims but the file "
-            f"holds only {len(raw)} bytes, fewer than the {header_size} of the header."
+            f"holds only {4 + len(raw_dims)} bytes, fewer than the {header_size} of the header."
         )
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    found = len(raw) - header_size
-    if found != expected:
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    expected = math.prod(dims) * dtype.itemsize  # exact: Python ints do not overflow
+    file_size = path.stat().st_size
+    if not compressed and file_size - header_size != expected:
         raise ValueError(
-            f"'{path}' holds {found} bytes of data after its header, but its dims {dims} "
+            f"'{path}' holds {file_size - header_size} bytes of data after its header, but "
+            f"its dims {dims} of type {dtype.str} need {expected} bytes; the file is "
+            "truncated or corrupt."
+        )
+    if compressed and expected > _MAX_DEFLATE_RATIO * file_size:
+        raise ValueError(
+            f"'{path}' announces dims {dims} of type {dtype.str}, {expected} bytes of data, "
+            f"more than a gzip file of {file_size} bytes can hold (deflate expands at most "
+            f"{_MAX_DEFLATE_RATIO}:1); the file is truncated or corrupt."
+        )
+    buffer = bytearray()
+    while len(buffer) < expected:
+        chunk = f.read(min(_CHUNK, expected - len(buffer)))
+        if not chunk:
+            break
+        buffer += chunk
+    extra = f.read(1) if len(buffer) == expected else b""
+    if len(buffer) != expected or extra:
+        found = f"{len(buffer)} bytes" if not extra else f"more than {expected} bytes"
+        raise ValueError(
+            f"'{path}' holds {found} of data after its header, but its dims {dims} "
             f"of type {dtype.str} need {expected} bytes; the file is truncated or corrupt."
         )
-    data = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(dims)
+    data = np.frombuffer(buffer, dtype=dtype).reshape(dims)
     return data.astype(dtype.newbyteorder("="), copy=True)
 
 
@@ -237,6 +278,8 @@ def load_fashion_mnist(root: PathLike = "/usr/share/datasets/fashion-mnist") -> 
     ------
     FileNotFoundError
         If ``root`` or one of the four files is missing; the message names the file.
+    NotADirectoryError
+        If ``root`` is a file, not a folder.
     ValueError
         If a file is not valid idx data or the files do not fit together.
 
@@ -302,6 +345,8 @@ def load_mnist(root: PathLike) -> Bunch:
     ------
     FileNotFoundError
         If ``root`` or one of the four files is missing; the message names the file.
+    NotADirectoryError
+        If ``root`` is a file, not a folder.
     ValueError
         If a file is not valid idx data or the files do not fit together.
 

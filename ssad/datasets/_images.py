@@ -1,4 +1,10 @@
-"""Reading image files with Pillow into one uint8 array (shared by the folder readers)."""
+"""Reading image files with Pillow into one uint8 array (shared by the folder readers).
+
+Files are decoded by :func:`ssad._images.read_image_file`, the reader the image
+adapter uses too, so a file gives the same pixels whether it is loaded here or
+passed to an estimator as a path: 16-bit files are scaled by 65535, float files
+must hold values in ``[0, 1]``, and transparent pixels are composited on white.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from ssad._images import GREY_MODES, luma, probe_image, read_image_file
 
 __all__: list[str] = []
 
@@ -30,20 +38,10 @@ IMAGE_EXTENSIONS = (
     ".pbm",
 )
 
-#: Pillow modes read as one grey channel; every other mode is converted to RGB.
-GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F"})
-
 
 def probe_images(paths: Sequence[Path]) -> list[tuple[str, tuple[int, int]]]:
     """Return the Pillow mode and ``(height, width)`` of each file, reading headers only."""
-    out = []
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                out.append((img.mode, (img.height, img.width)))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"Could not read '{path}' as an image: {exc}") from exc
-    return out
+    return [probe_image(path) for path in paths]
 
 
 def all_grey(infos: Sequence[tuple[str, tuple[int, int]]]) -> bool:
@@ -66,23 +64,13 @@ def common_size(
     return first_size
 
 
-def _to_array(img: Image.Image, grey: bool) -> np.ndarray:
-    if grey:
-        if img.mode not in ("L", "1", "LA"):
-            arr = np.asarray(img)
-            if arr.dtype != np.uint8:
-                # 16-bit or float grey: scale the file's own range to 0..255.
-                arr = arr.astype(np.float64)
-                top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-                return np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-        return np.asarray(img.convert("L"), dtype=np.uint8)
-    if img.mode in GREY_MODES and img.mode not in ("L", "1", "LA"):
-        img = Image.fromarray(_to_array(img, grey=True))
-    if img.mode in ("RGBA", "LA", "PA", "P"):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+def _to_uint8(pixels: np.ndarray, grey: bool) -> np.ndarray:
+    """Float pixels in [0, 1] from ``read_image_file`` -> uint8 grey ``(H, W)`` or RGB."""
+    if grey and pixels.ndim == 3:
+        pixels = luma(pixels)
+    elif not grey and pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    return np.rint(pixels * np.float32(255.0)).astype(np.uint8)
 
 
 def read_images(
@@ -102,11 +90,7 @@ def read_images(
     shape = (len(paths), height, width) if grey else (len(paths), height, width, 3)
     out = np.empty(shape, dtype=np.uint8)
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                arr = _to_array(img, grey)
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"Could not read '{path}' as an image: {exc}") from exc
+        arr = _to_uint8(read_image_file(path), grey)
         if arr.shape[:2] != (height, width):
             if not resize:
                 raise ValueError(

@@ -157,6 +157,8 @@ def load_mvtec_ad(
     FileNotFoundError
         If ``root``, the category's ``train/good`` folder or a defect mask is missing;
         the message names the path expected.
+    NotADirectoryError
+        If ``root`` is a file, not a folder.
     ValueError
         If a file is not an image, if a mask does not match its image, or if the
         images differ in size and ``image_size`` is None.

@@ -39,10 +39,14 @@ class GaussianScorer(BaseDetector):
         Whiten the PCA components (unit variance), as Transformaly does.
         Ignored when ``variance=None``.
     reg_covar : float >= 0, default=1e-6
-        Added to the diagonal of the covariance, so that it stays positive
-        definite for a single training sample, constant features or fewer
-        samples than features (the default of
-        :class:`sklearn.mixture.GaussianMixture`).
+        Regularisation of the covariance, relative to the scale of the data:
+        ``reg_covar`` times the mean variance (``trace / n_components`` of the
+        covariance) is added to its diagonal, so that it stays positive
+        definite for constant features or fewer samples than features, and the
+        scores rank the samples the same way whatever the unit of the
+        features.  On whitened PCA components the mean variance is about 1,
+        which gives the absolute ``1e-6`` of
+        :class:`sklearn.mixture.GaussianMixture`'s default.
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected share of outliers in the training data; sets ``offset_``
         (``"auto"`` = 0.1).
@@ -55,7 +59,11 @@ class GaussianScorer(BaseDetector):
         Mean of the Gaussian in the (reduced) space; ``n_components`` is
         ``pca_.n_components_``, or ``n_features_in_`` without PCA.
     covariance_ : ndarray of shape (n_components, n_components)
-        Maximum-likelihood covariance of the Gaussian, ``reg_covar`` included.
+        Maximum-likelihood covariance of the Gaussian, ``reg_covar_`` included.
+    reg_covar_ : float
+        The value added to the diagonal of the covariance: ``reg_covar``
+        times the mean variance of the training data in the Gaussian's space
+        (times 1 when that variance is 0, e.g. for a single training sample).
     precision_cholesky_ : ndarray of shape (n_components, n_components)
         Upper-triangular factor ``U`` of the precision matrix,
         ``inv(covariance_) = U @ U.T`` (as in
@@ -94,6 +102,14 @@ class GaussianScorer(BaseDetector):
     loop); here the number of components follows scikit-learn's rule for a
     float ``n_components``, the smallest number whose explained variance
     exceeds ``variance``.
+
+    The regularisation is relative (``reg_covar_ = reg_covar * trace(C) / k``
+    for the maximum-likelihood covariance ``C``): with a fixed amount, as in
+    :class:`sklearn.mixture.GaussianMixture`, the ranking of ``variance=None``
+    would depend on the unit of the features (features multiplied by 1e-4
+    have variances far below 1e-6, and the score degrades to a Euclidean
+    distance).  Multiplying the features by a constant now moves every score
+    by the same constant and keeps the ranking.
 
     With PCA, the training data must vary (at least two distinct samples);
     otherwise ``fit`` raises a ``ValueError``.  Use ``variance=None`` for
@@ -145,13 +161,17 @@ class GaussianScorer(BaseDetector):
         self.location_ = Z.mean(axis=0)
         centred = Z - self.location_
         self.covariance_ = centred.T @ centred / Z.shape[0]
-        self.covariance_.flat[:: n_components + 1] += self.reg_covar
+        # relative to the data's scale, so that the ranking does not depend on the unit
+        mean_variance = float(np.trace(self.covariance_)) / n_components
+        self.reg_covar_ = self.reg_covar * (mean_variance if mean_variance > 0 else 1.0)
+        self.covariance_.flat[:: n_components + 1] += self.reg_covar_
         try:
             cov_cholesky = linalg.cholesky(self.covariance_, lower=True)
         except linalg.LinAlgError as exc:
             raise ValueError(
                 "The covariance of the training data is not positive definite even after "
-                f"adding reg_covar={self.reg_covar} to its diagonal; increase reg_covar."
+                f"adding reg_covar * mean variance = {self.reg_covar_:g} to its diagonal "
+                f"(reg_covar={self.reg_covar}); increase reg_covar."
             ) from exc
         self.precision_cholesky_ = linalg.solve_triangular(
             cov_cholesky, np.eye(n_components), lower=True

@@ -21,6 +21,21 @@ logger = logging.getLogger(__name__)
 
 _AGGREGATES: dict[str, Callable[..., np.ndarray]] = {"sum": np.sum, "mean": np.mean, "max": np.max}
 
+#: Largest absolute value a rescaled query may have: squared distances summed over
+#: up to ~10^7 features then stay below float32's maximum (3.4e38).
+_MAX_SCALED = 1e15
+
+
+def _power_of_two_scale(X: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Largest power of two <= max(|X|) (along ``axis``); 1 where that max is 0.
+
+    Dividing by a power of two is exact in floating point, so rescaled data keep
+    every digit and the distances are multiplied back exactly.
+    """
+    peak = np.max(np.abs(X), axis=axis, keepdims=axis is not None)
+    _, exponent = np.frexp(peak)  # peak = m * 2**exponent with m in [0.5, 1)
+    return np.where(peak > 0, np.ldexp(0.5, exponent), 1.0)
+
 
 class KNNScorer(BaseDetector):
     """Outlier scores from the distances to the k nearest training samples.
@@ -53,6 +68,10 @@ class KNNScorer(BaseDetector):
     ----------
     n_samples_fit_ : int
         Number of training samples in the index.
+    scale_ : float
+        Power of two the features are divided by before the float32 search
+        (``metric="l2"``): the largest one not above the largest absolute
+        training value.  1.0 for ``metric="cosine"``.  See Notes.
     offset_ : float
         Threshold on ``score_samples``: training samples below it (a share
         ``contamination`` of them) are predicted as outliers.
@@ -80,6 +99,17 @@ class KNNScorer(BaseDetector):
     runs in float32, faiss' only precision: the inputs are cast to float32,
     the Euclidean distance is the square root of faiss' squared distance
     (clipped at 0 against round-off), and the scores are returned as float64.
+
+    So that features of any magnitude fit float32's range (squared distances
+    of features around 1e20 overflow it, those of features around 1e-30
+    vanish), the features are divided by ``scale_``, a power of two fitted on
+    the training data, before they are cast, and the distances are multiplied
+    back: dividing by a power of two is exact, so the scores are those of the
+    unscaled features, up to float32 rounding.  With ``metric="cosine"`` each
+    row is divided by its own power of two before it is L2-normalised.
+    Samples whose values exceed the training scale by a factor above 1e15
+    are refused with a ``ValueError`` (their squared distances would overflow
+    float32).
 
     ``offset_`` comes from *leave-one-out* training scores: each training
     sample is scored against the other training samples (``n_neighbors + 1``
@@ -154,6 +184,7 @@ class KNNScorer(BaseDetector):
                 "against the others), but n_neighbors = "
                 f"{self.n_neighbors}, n_samples_fit = {n_samples}, n_samples = {n_samples}"
             )
+        self.scale_ = 1.0 if self.metric == "cosine" else float(_power_of_two_scale(X))
         self._fit_X = self._prepare(X)
         self.n_samples_fit_ = n_samples
         self._index = self._build_index()
@@ -161,9 +192,21 @@ class KNNScorer(BaseDetector):
         return self._search_scores(self._fit_X, leave_self_out=True)
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
-        """The float32 C-contiguous vectors faiss searches (L2-normalised for cosine)."""
+        """The float32 C-contiguous vectors faiss searches: divided by ``scale_``
+        (l2) or L2-normalised (cosine)."""
         if self.metric == "cosine":
-            X = normalize(X)
+            # per-row powers of two first: normalize() squares the values in float64
+            X = normalize(X / _power_of_two_scale(X, axis=1))
+        else:
+            X = X / self.scale_
+            peak = float(np.max(np.abs(X))) if X.size else 0.0
+            if peak > _MAX_SCALED:
+                raise ValueError(
+                    f"X has values up to {peak * self.scale_:g} in absolute value, more than "
+                    f"{_MAX_SCALED:g} times the scale of the training data "
+                    f"(scale_={self.scale_:g}); their distances overflow the float32 search "
+                    "of faiss. Rescale the features, or fit on data of the same scale."
+                )
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def _build_index(self) -> faiss.Index:
@@ -196,7 +239,7 @@ class KNNScorer(BaseDetector):
             if self.metric == "cosine":
                 distances = np.clip(1.0 - found, 0.0, 2.0)
             else:
-                distances = np.sqrt(np.maximum(found, 0.0))
+                distances = np.sqrt(np.maximum(found, 0.0)) * self.scale_
             scores[batch] = -aggregate(distances, axis=1)
         return scores
 
