@@ -23,7 +23,7 @@ from ssad.augment._views import (
     RandomHorizontalFlip,
     RandomResizedCrop,
 )
-from ssad.backbones import create_backbone, data_config
+from ssad.backbones import create_backbone, data_config, freeze_early_layers
 from ssad.detectors._base import ImageDetector
 from ssad.features import backbone_features
 from ssad.nn.mil import ANCHORS, SAMPLINGS, ConvexMILLoss, mean_shifted_loss
@@ -78,6 +78,11 @@ class ConvexMILDetector(ImageDetector):
         initialisation (not in the paper).
     checkpoint_path : str or path-like, default=None
         Local weights file to start from (see :func:`ssad.backbones.create_backbone`).
+    n_trainable_blocks : int or None, default=None
+        Train only the last ``n_trainable_blocks`` blocks of the encoder's
+        trunk (and what follows them); the stem and earlier blocks keep their
+        starting weights, as Mean-Shifted CL does with its pretrained ResNet
+        (:func:`ssad.backbones.freeze_early_layers`).  None trains everything.
     freeze_batchnorm : "auto" or bool, default="auto"
         Keep the encoder's BatchNorm layers in eval mode while training, so
         their running statistics are not re-estimated on augmented views;
@@ -283,6 +288,7 @@ class ConvexMILDetector(ImageDetector):
     _parameter_constraints: dict[str, list[Any]] = {
         **ImageDetector._parameter_constraints,
         "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
+        "n_trainable_blocks": [Interval(numbers.Integral, 0, None, closed="left"), None],
         "n_batch_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
         "abnormal_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_convex": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -308,6 +314,7 @@ class ConvexMILDetector(ImageDetector):
         pretrained: bool = False,
         checkpoint_path: str | os.PathLike[str] | None = None,
         freeze_batchnorm: str | bool = "auto",
+        n_trainable_blocks: int | None = None,
         n_batch_neighbors: int = 5,
         abnormal_fraction: float = 0.1,
         n_convex: int = 5,
@@ -335,6 +342,7 @@ class ConvexMILDetector(ImageDetector):
         self.pretrained = pretrained
         self.checkpoint_path = checkpoint_path
         self.freeze_batchnorm = freeze_batchnorm
+        self.n_trainable_blocks = n_trainable_blocks
         self.n_batch_neighbors = n_batch_neighbors
         self.abnormal_fraction = abnormal_fraction
         self.n_convex = n_convex
@@ -414,6 +422,8 @@ class ConvexMILDetector(ImageDetector):
             checkpoint_path=self.checkpoint_path,
             image_size=self.image_size,
         )
+        if self.n_trainable_blocks is not None:
+            freeze_early_layers(encoder, self.n_trainable_blocks)
         self.encoder_ = encoder.to(self.device_)
         self.preprocessor_ = self._preprocessor(data_config(encoder))
         self.rotation_head_: nn.Linear | None = None
@@ -478,7 +488,9 @@ class ConvexMILDetector(ImageDetector):
             module,
             loss_fn,
             X,
-            optimizer=torch.optim.Adam(module.parameters(), lr=self.learning_rate),
+            optimizer=torch.optim.Adam(
+                [p for p in module.parameters() if p.requires_grad], lr=self.learning_rate
+            ),
             n_epochs=self.n_epochs,
             batch_size=bs,
             device=self.device_,
