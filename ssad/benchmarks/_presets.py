@@ -197,7 +197,7 @@ def _kmeans_unfiltered(fixed_k: bool) -> FromFitted:
 def _memory_filtered(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
     """ConvexMIL's eq. 11 after dropping the least normal training images (eq. 2)."""
     filtered = clone(fitted).set_params(memory_filter="pseudo_normality")._make_scorer()
-    return filtered.fit(Z_fit).score_samples(Z_score)  # type: ignore[no-any-return]
+    return filtered.fit(Z_fit).score_samples(Z_score)
 
 
 _CONVEX_MIL_ROWS: dict[str, Variant | FromFitted] = {
