@@ -40,6 +40,7 @@ __all__ = [
     "TrainResult",
     "batchnorm_layers",
     "cosine_schedule",
+    "evaluating",
     "seeded",
     "steps_per_epoch",
     "train",
@@ -116,6 +117,24 @@ def _set_train_mode(module: nn.Module, frozen: Sequence[nn.Module]) -> None:
         m.eval()
 
 
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``module`` in eval mode and without gradients, then restore its modes.
+
+    For a detector that needs eval-mode features of a batch in the middle of
+    a training step (e.g. clean-image embeddings that choose the step's
+    candidate sets) without touching train/eval modes itself.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def steps_per_epoch(n_samples: int, batch_size: int, drop_last: bool = False) -> int:
     """Optimiser steps per epoch of :func:`train` (for per-step schedules)."""
     if drop_last and n_samples > batch_size:
@@ -143,7 +162,7 @@ def _mean_loss(
 
 def train(
     module: nn.Module,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor],
     images: ImageSet,
     *,
     optimizer: torch.optim.Optimizer,
@@ -163,6 +182,7 @@ def train(
     validation_images: ImageSet | None = None,
     n_iter_no_change: int | None = None,
     drop_last: bool = False,
+    pass_indices: bool = False,
     verbose: int = 0,
     desc: str = "train",
 ) -> TrainResult:
@@ -217,6 +237,10 @@ def train(
         not improved for this many epochs (scikit-learn's name for patience).
     drop_last : bool, default=False
         Drop the last incomplete batch of each epoch (when there is more than one).
+    pass_indices : bool, default=False
+        Call ``loss_fn(batch, indices)`` during training steps, with the
+        positions of the batch's images in ``images`` (validation batches
+        still get ``loss_fn(batch)``).
     verbose : int, default=0
         Progress bar when > 0.
     desc : str
@@ -252,7 +276,7 @@ def train(
                 batch = images.load(idx, device=device, **load)
                 _apply_schedules(optimizer, step, lr_schedule, weight_decay_schedule)
                 with autocast(device, precision):
-                    loss = loss_fn(batch)
+                    loss = loss_fn(batch, idx) if pass_indices else loss_fn(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"The training loss is {float(loss)} at epoch {epoch}, step {step}; "

@@ -36,6 +36,7 @@ __all__ = [
     "create_backbone",
     "data_config",
     "efficientnet_lite0_checkpoint",
+    "freeze_early_layers",
     "load_checkpoint",
     "trunk_blocks",
 ]
@@ -289,6 +290,51 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def freeze_early_layers(model: nn.Module, n_trainable_blocks: int) -> None:
+    """Stop gradients to the stem and all but the last ``n_trainable_blocks`` trunk blocks.
+
+    What Mean-Shifted Contrastive Loss does to its pretrained ResNet: the
+    early, generic layers keep their pretrained weights and only the last
+    blocks (and the layers after the trunk, such as a final convolution and
+    norm) are fine-tuned.  The stem is every child module and direct
+    parameter of ``model`` (class token, position embedding) that comes
+    before the first trunk block (:func:`trunk_blocks`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A timm model; modified in place (``requires_grad``).
+    n_trainable_blocks : int
+        Trunk blocks that keep training, counted from the end.
+
+    Examples
+    --------
+    >>> from ssad.backbones import create_backbone, freeze_early_layers
+    >>> net = create_backbone("test_resnet", pretrained=False)
+    >>> freeze_early_layers(net, 1)
+    >>> [n.split(".")[0] for n, p in net.named_parameters() if p.requires_grad][:1]
+    ['layer4']
+    """
+    blocks = trunk_blocks(model)
+    if not 0 <= n_trainable_blocks <= len(blocks):
+        raise ValueError(
+            f"n_trainable_blocks must be in [0, {len(blocks)}] for {type(model).__name__}; "
+            f"got {n_trainable_blocks}."
+        )
+    first = blocks[0]
+    stem: list[nn.Module] = []
+    for child in model.children():
+        if child is first or any(child is b for b in blocks) or first in list(child.modules()):
+            break
+        stem.append(child)
+    frozen = stem + blocks[: len(blocks) - n_trainable_blocks]
+    for module in frozen:
+        module.requires_grad_(False)
+    for name, param in model.named_parameters(recurse=False):
+        param.requires_grad_(False)
+        logger.debug("froze the stem parameter %s", name)
 
 
 def trunk_blocks(model: nn.Module) -> list[nn.Module]:

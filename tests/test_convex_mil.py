@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils import estimator_checks as sk_checks
 
+import ssad.detectors.convex_mil as cmil_module
+import ssad.nn.mil as mil_module
 from ssad.detectors.convex_mil import ConvexMILDetector
 from ssad.nn.mil import (
     ConvexMILLoss,
@@ -206,24 +208,90 @@ def small_images() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
 
 
-def test_mean_shift_centre_refreshed_once_per_epoch(small_images, monkeypatch):
-    calls = []
-    original = ConvexMILDetector._refresh_center
+def test_mean_shift_centre_follows_the_training_views(small_images, monkeypatch):
+    centres = []
+    original = mil_module.mean_shifted_loss
 
-    def counting(self, X):
-        calls.append(len(self.loss_curve_))
-        return original(self, X)
+    def spy(z1, z2, center, **kwargs):
+        centres.append((center.clone(), z1.detach().clone(), z2.detach().clone()))
+        return original(z1, z2, center, **kwargs)
 
-    monkeypatch.setattr(ConvexMILDetector, "_refresh_center", counting)
+    monkeypatch.setattr(cmil_module, "mean_shifted_loss", spy)
     det = ConvexMILDetector(
         **TINY, n_epochs=3, batch_size=4, mean_shift_start_epoch=1, lambda_rot=0.0, random_state=0
     ).fit(small_images)
-    assert len(calls) == 2  # epochs 1 and 2 (2 steps each), not epoch 0
+    assert len(centres) == 4  # epochs 1 and 2, two steps each; not epoch 0
     assert len(det.loss_curve_) == 3
-    assert det.center_ is not None
     assert np.linalg.norm(det.center_) == pytest.approx(1.0, abs=1e-5)
+    # epoch 2's centre is the normalised mean of epoch 1's training views (z1 and z2)
+    epoch1 = torch.cat([torch.cat([z1, z2]) for _, z1, z2 in centres[:2]])
+    expected = torch.nn.functional.normalize(epoch1.sum(0), dim=0)
+    torch.testing.assert_close(centres[2][0], expected, atol=1e-5, rtol=1e-5)
     no_shift = ConvexMILDetector(**TINY, n_epochs=1, batch_size=4, random_state=0)
     assert no_shift.fit(small_images).center_ is None  # default start epoch 15 > 1 epoch
+
+
+def test_candidates_come_from_clean_images_in_eval_mode(small_images, monkeypatch):
+    seen = []
+    original = mil_module.ConvexMILLoss.candidates
+
+    def spy(self, selection):
+        seen.append(selection.clone())
+        return original(self, selection)
+
+    monkeypatch.setattr(mil_module.ConvexMILLoss, "candidates", spy)
+    det = ConvexMILDetector(
+        **TINY, n_epochs=1, batch_size=8, lambda_rot=0.0, lambda_mean=0.0, random_state=0
+    ).fit(small_images)
+    assert len(seen) == 1
+    # the selection is the eval-mode embedding of the clean batch (the shuffled order)
+    clean = torch.from_numpy(det.transform(small_images))
+    rows = [int(torch.argmax(clean @ z)) for z in seen[0]]
+    assert sorted(rows) == list(range(8))
+    torch.testing.assert_close(seen[0], clean[rows], atol=1e-5, rtol=1e-5)
+    assert det.abnormal_candidates_.dtype == bool and det.abnormal_candidates_.sum() == 1
+
+
+def test_convex_anchor_draws_a_third_representation():
+    torch.manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
+    instance = ConvexMILLoss(n_neighbors=3, n_convex=3, anchor="instance")
+    convex = ConvexMILLoss(n_neighbors=3, n_convex=3, anchor="convex")
+    g = torch.Generator().manual_seed(0)
+    split = convex.candidates(z)
+    a = convex(z, candidates=split, generator=g)
+    g = torch.Generator().manual_seed(0)
+    pos = sample_convex(z, split.p_normal, len(split.normal), 3, generator=g)
+    neg = sample_convex(z, split.p_abnormal, len(split.normal), 3, generator=g)
+    anc = sample_convex(z, split.p_normal, len(split.normal), 3, generator=g)
+    expected = convex_loss(anc.representation, pos.representation, neg.representation)
+    torch.testing.assert_close(a, expected)
+    g = torch.Generator().manual_seed(0)
+    b = instance(z, candidates=split, generator=g)
+    torch.testing.assert_close(
+        b, convex_loss(z[split.normal], pos.representation, neg.representation)
+    )
+    with pytest.raises(ValueError, match="anchor must be one of"):
+        ConvexMILLoss(anchor="mean")
+
+
+@pytest.mark.parametrize("memory_filter", ["pseudo_normality", "gmm"])
+def test_memory_filter_drops_the_least_normal_training_images(memory_filter):
+    rng = np.random.default_rng(0)
+    X = rng.integers(100, 140, (20, 32, 32, 3), dtype=np.uint8)
+    X[-2:] = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)  # two noise images
+    det = ConvexMILDetector(
+        **TINY, n_epochs=1, batch_size=10, memory_filter=memory_filter, random_state=0
+    ).fit(X)
+    kept = det.scorer_.inlier_mask_
+    assert kept.sum() == 18  # abnormal_fraction=0.1 of the 20 training images dropped
+    if memory_filter == "pseudo_normality":  # the isolated noise images go
+        assert not kept[-2:].any()
+    # the score compares with the kept training images only
+    Z, Z_new = det.transform(X), det.transform(X[-2:])
+    cos = Z_new @ Z[kept].T
+    np.testing.assert_allclose(det.score_samples(X[-2:]), cos.max(1) - 1.0, atol=1e-5)
+    assert det.train_scores_.shape == (20,)
 
 
 def test_variants_and_pickle(small_images):

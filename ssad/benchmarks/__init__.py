@@ -57,7 +57,12 @@ from ssad.benchmarks._protocols import (
     leave_one_out_splits,
     one_class_splits,
 )
-from ssad.benchmarks._registry import available_estimators, make_estimator, register_estimator
+from ssad.benchmarks._registry import (
+    available_estimators,
+    estimator_companions,
+    make_estimator,
+    register_estimator,
+)
 from ssad.benchmarks._runner import (
     report_stem,
     run_benchmark,
@@ -80,6 +85,7 @@ __all__ = [
     "contaminated_splits",
     "dataset_vs_dataset",
     "default_baselines",
+    "estimator_companions",
     "evaluate",
     "get_preset",
     "json_safe",

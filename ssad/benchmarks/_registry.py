@@ -17,6 +17,7 @@ from ssad.scoring import GaussianScorer, KNNScorer
 __all__ = [
     "EstimatorFactory",
     "available_estimators",
+    "estimator_companions",
     "make_estimator",
     "register_estimator",
 ]
@@ -31,6 +32,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 class _Entry:
     factory: EstimatorFactory
     description: str
+    companions: dict[str, dict[str, Any]]
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -41,6 +43,7 @@ def register_estimator(
     factory: EstimatorFactory,
     *,
     description: str = "",
+    companions: dict[str, dict[str, Any]] | None = None,
     overwrite: bool = False,
 ) -> None:
     """Make an estimator available to the runner (``--estimator NAME``).
@@ -55,6 +58,10 @@ def register_estimator(
         ``random_state`` argument, :func:`make_estimator` passes the seed.
     description : str, default=""
         One line shown by ``python -m ssad.benchmarks --list``.
+    companions : dict of str to dict, default=None
+        Baselines that always run beside it: row name -> ``set_params`` of
+        the same estimator (e.g. the method's main ablation), see
+        :func:`estimator_companions`.
     overwrite : bool, default=False
         Replace an estimator already registered under ``name``.
 
@@ -84,7 +91,7 @@ def register_estimator(
         raise TypeError(f"factory must be callable; got {type(factory).__name__}.")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"An estimator named {name!r} is already registered; pass overwrite=True.")
-    _REGISTRY[name] = _Entry(factory, description)
+    _REGISTRY[name] = _Entry(factory, description, dict(companions or {}))
 
 
 def available_estimators() -> dict[str, str]:
@@ -102,6 +109,20 @@ def available_estimators() -> dict[str, str]:
     True
     """
     return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
+
+
+def estimator_companions(name: str) -> dict[str, dict[str, Any]]:
+    """The baselines registered to run beside estimator ``name``: row name -> ``set_params``.
+
+    Examples
+    --------
+    >>> from ssad.benchmarks import estimator_companions
+    >>> sorted(estimator_companions("convex-mil"))
+    ['rotation-only']
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown estimator {name!r}; registered estimators: {sorted(_REGISTRY)}.")
+    return dict(_REGISTRY[name].companions)
 
 
 def _takes_random_state(factory: EstimatorFactory) -> bool:
@@ -295,3 +316,62 @@ def _dino() -> Any:
 
 for _name, _factory, _description in _BUILTIN:
     register_estimator(_name, _factory, description=_description)
+
+
+def _knn_pixels_filtered() -> Pipeline:
+    from sklearn.decomposition import PCA
+
+    from ssad.scoring import FilteredFit, GMMOutlierFilter
+
+    gmm = Pipeline([("pca", PCA(0.9)), ("gmm", GMMOutlierFilter(contamination=0.1))])
+    return Pipeline([("pixels", PixelFeatures()), ("knn", FilteredFit(gmm, KNNScorer()))])
+
+
+register_estimator(
+    "knn-pixels-filtered",
+    _knn_pixels_filtered,
+    description="kNN (k=2) on raw pixels against the training images a GMM filter keeps "
+    "(PCA 90%, BIC, 10% dropped): a memory cleaned of contamination",
+)
+
+#: The rotation-only ablation of ConvexMIL: the encoder learns only to predict rotations.
+ROTATION_ONLY = {"use_convex": False, "lambda_mean": 0.0}
+
+#: ConvexMIL at a CPU budget: a small ResNet from scratch at 32 px, a few epochs.
+CONVEX_MIL_CPU: dict[str, Any] = {
+    "backbone": "resnet10t",
+    "image_size": 32,
+    "n_epochs": 6,
+    "warmup_epochs": 1,
+    "mean_shift_start_epoch": 1,
+    "batch_size": 32,
+}
+register_estimator(
+    "convex-mil",
+    _detector("ConvexMILDetector", **CONVEX_MIL_CPU),
+    description="ConvexMILDetector at a CPU budget (ResNet-10t from scratch, 32 px, 6 epochs)",
+    companions={"rotation-only": ROTATION_ONLY},
+)
+register_estimator(
+    "convex-mil-paper",
+    _detector("ConvexMILDetector"),
+    description="ConvexMILDetector with the paper's settings (ResNet-18 from scratch, 200 epochs)",
+    companions={"rotation-only": ROTATION_ONLY},
+)
+register_estimator(
+    "convex-mil-pretrained",
+    _detector(
+        "ConvexMILDetector",
+        lite0=True,
+        image_size=64,
+        n_trainable_blocks=2,
+        learning_rate=1e-4,
+        n_epochs=4,
+        warmup_epochs=1,
+        mean_shift_start_epoch=1,
+        batch_size=32,
+    ),
+    description="ConvexMILDetector from ImageNet EfficientNet-Lite0 (BatchNorm and early "
+    "stages frozen, lr 1e-4; not the paper's protocol); offline weights",
+    companions={"rotation-only": ROTATION_ONLY},
+)

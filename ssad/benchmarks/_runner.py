@@ -32,7 +32,7 @@ from ssad.benchmarks._protocols import (
     leave_one_out_splits,
     one_class_splits,
 )
-from ssad.benchmarks._registry import make_estimator
+from ssad.benchmarks._registry import estimator_companions, make_estimator
 from ssad.benchmarks._schema import validate_report
 from ssad.datasets import load_dataset
 from ssad.features import PixelFeatures
@@ -330,7 +330,8 @@ def run_benchmark(
     est = _configure(make_estimator(estimator, params, random_state=seed), overrides, True)
     ablation_rows = _rows(ablations or {}, est, estimator, params, overrides, seed)
     base, skipped = default_baselines(est, seed)
-    base.update(_rows(baselines or {}, est, estimator, params, overrides, seed))
+    companions = {k: Variant(v) for k, v in estimator_companions(estimator).items()}
+    base.update(_rows({**companions, **(baselines or {})}, est, estimator, params, overrides, seed))
     data = load_dataset(dataset, root, read_size=read_size, random_state=seed)
     n_available = (len(data.y_train), len(data.y_test))
     if protocol == "dataset-vs-dataset" and classes is not None:

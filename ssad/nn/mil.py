@@ -13,7 +13,8 @@ with the equation numbers of the paper:
 :func:`sample_convex`                  eq. 5: Dirichlet(1)-weighted average of
                                        ``C`` sampled embeddings
 :func:`convex_loss`                    eq. 6: an anchor is nearer ``z+`` than ``z-``
-:class:`ConvexMILLoss`                 eqs. 1-6 on one batch
+:class:`ConvexMILLoss`                 eqs. 1-6 on one batch (eq. 6 with a convex
+                                       or an instance anchor)
 :func:`mean_shifted_loss`              eqs. 7-8: mean-shifted contrastive loss
                                        and angular centre loss (MSAD [2]_)
 =====================================  ==========================================
@@ -39,7 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "ANCHORS",
     "SAMPLINGS",
+    "Candidates",
     "ConvexMILLoss",
     "ConvexSample",
     "convex_loss",
@@ -287,15 +290,39 @@ def convex_loss(
     return F.softplus((neg - pos) / temperature).mean()
 
 
+class Candidates(NamedTuple):
+    """The candidate split of a batch (eqs. 1-3) and its sampling probabilities (eq. 4)."""
+
+    scores: torch.Tensor
+    """(b,): pseudo normality ``s_i`` (eq. 2)."""
+    normal: torch.Tensor
+    """int64 indices of the normal candidates."""
+    abnormal: torch.Tensor
+    """int64 indices of the abnormal candidates."""
+    p_normal: torch.Tensor
+    """(b,): sampling probabilities of the normal set (zero outside it)."""
+    p_abnormal: torch.Tensor
+    """(b,): sampling probabilities of the abnormal set (zero outside it)."""
+
+
+#: Choices of the eq. 6 anchor (see :class:`ConvexMILLoss`).
+ANCHORS = ("convex", "instance")
+
+
 class ConvexMILLoss(nn.Module):
     """Anomaly-discriminative learning on one batch (eqs. 1-6).
 
-    From the first view's embeddings ``z`` (detached): ``M = z z^T`` (eq. 1),
-    pseudo normality (eq. 2), the candidate split (eq. 3) and the sampling
-    probabilities (eq. 4).  Every normal candidate is an anchor; for each, a
-    normal and an abnormal convex representation (eq. 5) are drawn from the
-    *bag* embeddings (the second view of the same images, or ``z`` itself),
-    and :func:`convex_loss` (eq. 6) compares them.
+    :meth:`candidates` computes, without gradients, ``M = z z^T`` (eq. 1) of
+    the embeddings that choose the sets, the pseudo normality (eq. 2), the
+    candidate split (eq. 3) and the sampling probabilities (eq. 4).  The loss
+    then draws, per normal candidate, convex representations (eq. 5) from the
+    *bag* embeddings and compares them (eq. 6):
+
+    - ``anchor="convex"`` (eq. 6 as printed): the anchor is itself a convex
+      representation of the normal set, ``sim(z+_i, z+_j)`` against
+      ``sim(z+_i, z-_k)``;
+    - ``anchor="instance"``: the anchor is the normal candidate's own
+      embedding ``z_i`` (pulled towards ``z+``, pushed from ``z-``).
 
     Parameters
     ----------
@@ -309,6 +336,8 @@ class ConvexMILLoss(nn.Module):
         Abnormal-set sampling weights; see :func:`sampling_probabilities`.
     temperature : float, default=1.0
         Temperature of eq. 6.
+    anchor : {"convex", "instance"}, default="convex"
+        The eq. 6 anchor (see above).
     """
 
     def __init__(
@@ -318,26 +347,40 @@ class ConvexMILLoss(nn.Module):
         n_convex: int = 5,
         sampling: str = "paper",
         temperature: float = 1.0,
+        anchor: str = "convex",
     ) -> None:
         super().__init__()
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {list(ANCHORS)}; got {anchor!r}.")
         self.n_neighbors = n_neighbors
         self.abnormal_fraction = abnormal_fraction
         self.n_convex = n_convex
         self.sampling = sampling
         self.temperature = temperature
+        self.anchor = anchor
 
     def extra_repr(self) -> str:
         return (
             f"n_neighbors={self.n_neighbors}, abnormal_fraction={self.abnormal_fraction}, "
             f"n_convex={self.n_convex}, sampling={self.sampling!r}, "
-            f"temperature={self.temperature}"
+            f"temperature={self.temperature}, anchor={self.anchor!r}"
         )
+
+    @torch.no_grad()
+    def candidates(self, selection: torch.Tensor) -> Candidates:
+        """Eqs. 1-4 on L2-normalised embeddings ``selection`` (b, d); no gradients."""
+        z = selection.detach().float()
+        scores = pseudo_normality(z @ z.T, self.n_neighbors)
+        normal, abnormal = split_candidates(scores, self.abnormal_fraction)
+        p_normal, p_abnormal = sampling_probabilities(scores, normal, abnormal, self.sampling)
+        return Candidates(scores, normal, abnormal, p_normal, p_abnormal)
 
     def forward(
         self,
         z: torch.Tensor,
         bags: torch.Tensor | None = None,
         *,
+        candidates: Candidates | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Loss of a batch.
@@ -345,10 +388,12 @@ class ConvexMILLoss(nn.Module):
         Parameters
         ----------
         z : Tensor of shape (b, d)
-            L2-normalised anchor embeddings; they also define the candidate sets.
+            L2-normalised embeddings of the anchors (``anchor="instance"``).
         bags : Tensor of shape (b, d), optional
             Embeddings the convex representations are drawn from (row ``j``
             is the same image as ``z[j]``); default ``z``.
+        candidates : Candidates, optional
+            The split (:meth:`candidates`); default: computed from ``z``.
         generator : torch.Generator, optional
             Source of randomness (default: torch's global RNG).
 
@@ -361,18 +406,17 @@ class ConvexMILLoss(nn.Module):
         z, bags = z.float(), bags.float()
         if z.shape[0] < 2:
             return z.sum() * 0.0
-        with torch.no_grad():
-            detached = z.detach()
-            scores = pseudo_normality(detached @ detached.T, self.n_neighbors)
-            normal_idx, abnormal_idx = split_candidates(scores, self.abnormal_fraction)
-            p_normal, p_abnormal = sampling_probabilities(
-                scores, normal_idx, abnormal_idx, self.sampling
-            )
-        n = normal_idx.shape[0]
-        positives = sample_convex(bags, p_normal, n, self.n_convex, generator=generator)
-        negatives = sample_convex(bags, p_abnormal, n, self.n_convex, generator=generator)
+        split = candidates if candidates is not None else self.candidates(z)
+        n = split.normal.shape[0]
+        positives = sample_convex(bags, split.p_normal, n, self.n_convex, generator=generator)
+        negatives = sample_convex(bags, split.p_abnormal, n, self.n_convex, generator=generator)
+        if self.anchor == "convex":
+            anchors = sample_convex(bags, split.p_normal, n, self.n_convex, generator=generator)
+            anchor_z = anchors.representation
+        else:
+            anchor_z = z[split.normal]
         return convex_loss(
-            z[normal_idx], positives.representation, negatives.representation, self.temperature
+            anchor_z, positives.representation, negatives.representation, self.temperature
         )
 
 

@@ -361,7 +361,9 @@ class FilteredFit(BaseDetector):
     filter : outlier detector or None, default=None
         Estimator with ``fit`` and ``predict`` (+1 inlier, -1 outlier) that
         cleans the training set; ``None`` uses :class:`GMMOutlierFilter` with
-        its defaults.
+        its defaults.  An ssad detector drops the training rows whose
+        ``train_scores_`` fall below its ``offset_`` (a share
+        ``contamination`` of them; leave-one-out for :class:`KNNScorer`).
     estimator : outlier detector
         The downstream detector (``fit`` and ``score_samples``), fitted on the
         kept rows.  Required; it defaults to ``None`` only so that ``filter``
@@ -378,10 +380,14 @@ class FilteredFit(BaseDetector):
         The clone of ``estimator`` fitted on the kept rows.
     n_filtered_ : int
         Number of training rows the filter removed.
+    inlier_mask_ : ndarray of shape (n_samples,), dtype bool
+        The training rows kept.
     offset_ : float
         Threshold on ``score_samples``, the ``contamination`` quantile of the
-        downstream scores of all training rows (filtered ones included), so
-        that ``fit_predict(X)`` equals ``fit(X).predict(X)``.
+        training scores of all training rows (filtered ones included): the
+        downstream scores, or for the kept rows the downstream estimator's
+        own ``train_scores_`` where it has them (leave-one-out for
+        :class:`KNNScorer`).
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
@@ -448,7 +454,13 @@ class FilteredFit(BaseDetector):
             )
         self.filter_ = clone(self.filter if self.filter is not None else GMMOutlierFilter())
         self.filter_.fit(X)
-        keep = np.asarray(self.filter_.predict(X)) == 1
+        if hasattr(self.filter_, "train_scores_") and hasattr(self.filter_, "offset_"):
+            # an ssad detector: its training outliers are those of its own training scores
+            # (leave-one-out for KNNScorer), not of predict(X), where each row is its own
+            # nearest neighbour
+            keep = self.filter_.train_scores_ >= self.filter_.offset_
+        else:
+            keep = np.asarray(self.filter_.predict(X)) == 1
         n_kept = int(np.sum(keep))
         if n_kept == 0:
             raise ValueError(
@@ -463,7 +475,12 @@ class FilteredFit(BaseDetector):
             X.shape[0],
         )
         self.estimator_ = clone(self.estimator).fit(X[keep])
-        return self._score_samples(X)
+        self.inlier_mask_ = keep
+        scores = np.asarray(self._score_samples(X), dtype=np.float64)
+        kept_scores = getattr(self.estimator_, "train_scores_", None)
+        if kept_scores is not None:  # e.g. leave-one-out scores of a kNN for the kept rows
+            scores[keep] = kept_scores
+        return scores
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         return self.estimator_.score_samples(X)
