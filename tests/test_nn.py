@@ -54,13 +54,13 @@ def test_dino_loss_matches_definition_and_skips_same_view():
     student = [torch.randn(4, 8, requires_grad=True) for _ in range(4)]
     teacher = [torch.randn(4, 8) for _ in range(2)]
     loss_fn = DINOLoss(8)
-    loss = loss_fn(student, teacher, teacher_temp=0.05)
+    loss = loss_fn(student, teacher, teacher_temperature=0.05)
     torch.testing.assert_close(loss, _manual_dino_loss(student, teacher, torch.zeros(1, 8), 0.05))
     loss.backward()
     assert all(s.grad is not None for s in student)
     # only a teacher view and the same student view: nothing to compare
     with pytest.raises(ValueError, match="at least one teacher view and two student views"):
-        DINOLoss(8)(student[:1], teacher[:1], teacher_temp=0.05)
+        DINOLoss(8)(student[:1], teacher[:1], teacher_temperature=0.05)
 
 
 def test_dino_loss_centring():
@@ -69,12 +69,12 @@ def test_dino_loss_centring():
     student = [torch.randn(5, 6) for _ in range(3)]
     loss_fn = DINOLoss(6, center_momentum=0.9)
     assert torch.equal(loss_fn.center, torch.zeros(1, 6))
-    loss_fn(student, teacher, teacher_temp=0.04)
+    loss_fn(student, teacher, teacher_temperature=0.04)
     batch_mean = torch.cat(teacher).mean(dim=0, keepdim=True)
     torch.testing.assert_close(loss_fn.center, 0.1 * batch_mean)
     center_1 = loss_fn.center.clone()
     teacher_2 = [torch.randn(5, 6) for _ in range(2)]
-    loss = loss_fn(student, teacher_2, teacher_temp=0.04)
+    loss = loss_fn(student, teacher_2, teacher_temperature=0.04)
     # the centre used is the one before the update, then it moves by EMA
     torch.testing.assert_close(loss, _manual_dino_loss(student, teacher_2, center_1, 0.04))
     expected = 0.9 * center_1 + 0.1 * torch.cat(teacher_2).mean(dim=0, keepdim=True)
@@ -92,7 +92,7 @@ def test_dino_loss_centring():
 
 def test_uniform_loss_is_minimal_exactly_at_uniform():
     K = 10
-    loss_fn = UniformLoss(student_temp=0.1)
+    loss_fn = UniformLoss(student_temperature=0.1)
     at_uniform = loss_fn(torch.full((3, K), 2.5))
     assert math.isclose(float(at_uniform), math.log(K), rel_tol=1e-6)
     z = torch.zeros(3, K, requires_grad=True)

@@ -36,6 +36,7 @@ __all__ = [
     "ModelResult",
     "SensitivitySelection",
     "SplitResult",
+    "WithFitParams",
     "default_baselines",
     "evaluate",
     "json_safe",
@@ -117,8 +118,15 @@ def _class_path(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _estimator_of(row: Any) -> Any:
+    return row.estimator if isinstance(row, WithFitParams) else row
+
+
 def _params(estimator: Any) -> dict[str, Any]:
-    params = json_safe(estimator.get_params(deep=False)) if hasattr(estimator, "get_params") else {}
+    est = _estimator_of(estimator)
+    params = json_safe(est.get_params(deep=False)) if hasattr(est, "get_params") else {}
+    if isinstance(estimator, WithFitParams) and isinstance(params, dict):
+        params["fit_params"] = {k: type(v).__name__ for k, v in estimator.fit_params.items()}
     return params if isinstance(params, dict) else {}
 
 
@@ -471,6 +479,30 @@ class FromFitted:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class WithFitParams:
+    """A row whose estimator is fitted with extra fit parameters: ``fit(X, **fit_params)``.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The unfitted estimator.
+    fit_params : mapping
+        E.g. ``{"X_aux": images}`` for the auxiliary negatives of
+        :class:`~ssad.SelfDistillNegDetector`.
+
+    Examples
+    --------
+    >>> from ssad.benchmarks import WithFitParams
+    >>> from ssad.scoring import KNNScorer
+    >>> sorted(WithFitParams(KNNScorer(), {"X_aux": None}).fit_params)
+    ['X_aux']
+    """
+
+    estimator: Any
+    fit_params: Mapping[str, Any]
+
+
 def _embedder(fitted: Any) -> Callable[[Any], np.ndarray] | None:
     """The embedding function of a fitted estimator (pipeline head or ``transform``)."""
     if isinstance(fitted, Pipeline):
@@ -643,8 +675,11 @@ class _SplitRun:
             start = time.perf_counter()
             scores = row.model.fn(self.fitted, *self.Z)
             return np.asarray(scores, np.float64), time.perf_counter() - start, 0.0, None
+        model, fit_params = row.model, {}
+        if isinstance(model, WithFitParams):
+            model, fit_params = model.estimator, dict(model.fit_params)
         start = time.perf_counter()
-        est = clone(row.model).fit(self.X_fit)
+        est = clone(model).fit(self.X_fit, **fit_params)
         fitted_at = time.perf_counter()
         scores = np.asarray(est.score_samples(self.X_score), np.float64)
         fit_s, score_s = fitted_at - start, time.perf_counter() - fitted_at
@@ -773,7 +808,9 @@ def evaluate(
             from_fitted=True,
         )
         if isinstance(r.model, FromFitted)
-        else ModelResult(r.name, r.role, _class_path(r.model), _params(r.model), "VmHWM")
+        else ModelResult(
+            r.name, r.role, _class_path(_estimator_of(r.model)), _params(r.model), "VmHWM"
+        )
         for r in rows
     ]
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -32,6 +32,9 @@ class Variant:
         method, e.g. a scorer on its frozen features.
     description : str, default=""
         What the row is, for ``--list``.
+    fit_params : mapping of str to callable, default={}
+        Extra data for ``fit(X, **fit_params)``: each callable is called
+        once per run and returns the value (e.g. auxiliary images).
 
     Examples
     --------
@@ -44,6 +47,7 @@ class Variant:
     estimator: str | None = None
     build: Callable[[Any], Any] | None = None
     description: str = ""
+    fit_params: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

