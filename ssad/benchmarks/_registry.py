@@ -300,11 +300,6 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
         ),
         "SelfDistillNegDetector, 4-block ViT (width 64, patch 4) from scratch at 28 px",
     ),
-    (
-        "convex-mil",
-        _detector("ConvexMILDetector"),
-        "ConvexMILDetector (ResNet-18 from scratch, the paper's 200 epochs)",
-    ),
 ]
 
 
