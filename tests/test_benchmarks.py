@@ -652,3 +652,41 @@ def test_preset_with_ablations_and_overrides(tmp_path: Path) -> None:
     assert report["estimator"]["splits"][0]["n_train"] <= 80
     with pytest.raises(ValueError, match="no parameter 'n_epochs'"):
         next(run_preset("test-digits", n_epochs=2, verbose=0))
+
+
+def test_registered_companions_and_fit_params(tmp_path: Path) -> None:
+    from ssad.benchmarks import WithFitParams, estimator_companions
+
+    assert estimator_companions("convex-mil") == {
+        "rotation-only": {"use_convex": False, "lambda_mean": 0.0}
+    }
+    register_estimator(
+        "test-knn-companion",
+        knn_pixels,
+        companions={"k1": {"knn__n_neighbors": 1}},
+        overwrite=True,
+    )
+    argv = ["--dataset", "digits", "--classes", "0", "--estimator", "test-knn-companion"]
+    assert main([*argv, "--quiet", "--out", str(tmp_path)]) == 0
+    report, _ = _report(tmp_path)
+    k1 = next(b for b in report["baselines"] if b["name"] == "k1")
+    assert k1["params"]["steps"][1][1]["params"]["n_neighbors"] == 1
+
+    class _NeedsExtra(BaseEstimator):
+        def fit(self, X: Any, y: Any = None, X_extra: Any = None) -> _NeedsExtra:
+            assert X_extra is not None
+            self.mean_ = np.asarray(X_extra, dtype=float).mean()
+            return self
+
+        def score_samples(self, X: Any) -> np.ndarray:
+            return -np.abs(np.asarray(X, dtype=float).reshape(len(X), -1).mean(1) - self.mean_)
+
+    X, y = make_shape_images(40, n_classes=2, image_size=8, random_state=0)
+    res = evaluate(
+        knn_pixels(),
+        one_class_splits(y[:30], y[30:]),
+        X[:30],
+        X[30:],
+        baselines={"extra": WithFitParams(_NeedsExtra(), {"X_extra": X[:5]})},
+    )
+    assert res.baselines[0].params["fit_params"] == {"X_extra": "ndarray"}

@@ -718,3 +718,15 @@ def test_docstring_examples(module):
     mod = importlib.import_module(f"ssad.datasets.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+def test_make_natural_patches():
+    from ssad.datasets import make_natural_patches
+
+    X = make_natural_patches(6, image_size=12, random_state=0)
+    assert X.shape == (6, 12, 12, 3) and X.dtype == np.uint8 and X.std() > 0
+    np.testing.assert_array_equal(X, make_natural_patches(6, image_size=12, random_state=0))
+    grey = make_natural_patches(3, image_size=8, grey=True, random_state=1)
+    assert grey.shape == (3, 8, 8)
+    with pytest.raises(ValueError, match="min_scale"):
+        make_natural_patches(3, min_scale=0)

@@ -139,3 +139,33 @@ def test_frozen_features_start_from_the_detectors_initialisation(images):
     np.testing.assert_allclose(
         det.transform(images), Z / np.linalg.norm(Z, axis=1)[:, None], atol=1e-5
     )
+
+
+def test_freeze_early_layers_keeps_early_weights(images):
+    det = ConvexMILDetector(
+        "test_resnet",
+        pretrained=False,
+        n_trainable_blocks=1,
+        n_epochs=1,
+        batch_size=8,
+        learning_rate=0.1,
+        warmup_epochs=0,
+        random_state=0,
+    )
+    start = ConvexMILDetector("test_resnet", pretrained=False, random_state=0).frozen_features()
+    start.fit(images)
+    det.fit(images)
+    before = dict(start.model_.named_parameters())
+    after = dict(det.encoder_.named_parameters())
+    for name, p in after.items():
+        moved = not torch.equal(p, before[name])
+        assert moved == name.startswith("layer4"), name
+    with pytest.raises(ValueError, match="n_trainable_blocks must be in"):
+        ConvexMILDetector("test_resnet", pretrained=False, n_trainable_blocks=9).fit(images)
+
+
+def test_teacher_entropy_curve(images):
+    det = SelfDistillNegDetector("test_resnet", pretrained=False, random_state=0, **SD_TINY)
+    det.fit(images)
+    assert len(det.teacher_entropy_curve_) == SD_TINY["n_epochs"]
+    assert all(0 <= e <= np.log(SD_TINY["out_dim"]) + 1e-6 for e in det.teacher_entropy_curve_)
