@@ -50,8 +50,9 @@ def make_thesis_pipeline(
     Parameters
     ----------
     features : transformer, default=None
-        Image feature extractor, e.g. :class:`~ssad.DINOFeatures` (the thesis'
-        best) or :class:`~ssad.MAEFeatures`; ``None`` for inputs that are
+        Image feature extractor; the thesis flattens every output token of
+        its best model, ``DINOFeatures(pooling="tokens")`` (or
+        ``MAEFeatures(pooling="tokens")``).  ``None`` for inputs that are
         embeddings already.
     n_components : int, default=100
         PCA dimension (the thesis uses 100).

@@ -242,9 +242,10 @@ class TimmFeatures(
 class DINOFeatures(TimmFeatures):
     """Class-token embeddings of a self-supervised DINO ViT.
 
-    :class:`TimmFeatures` with the defaults of the Gasoyan thesis: the DINO
-    ViT-S/16 (``vit_small_patch16_224.dino``, 384-d class token, 224 px input,
-    ImageNet mean/std).
+    :class:`TimmFeatures` with the model of the Gasoyan thesis: the DINO
+    ViT-S/16 (``vit_small_patch16_224.dino``, 224 px input, ImageNet
+    mean/std).  The default pooling is the 384-d class token DINO trains; the
+    thesis flattens every output token (``pooling="tokens"``).
 
     Parameters
     ----------
