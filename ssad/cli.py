@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
     fit.add_argument(
         "--val-dir",
-        metavar="DIR",
+        metavar="VAL_DIR",
         help="folder of further normal images (not fitted on) that set the threshold and "
         "the p-values; needs --fpr",
     )
@@ -175,6 +175,7 @@ def _list(out: TextIO) -> int:
 
 def _fit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import ssad
+    from ssad._images import check_images
     from ssad.benchmarks import available_estimators, make_estimator
 
     if args.name not in available_estimators():
@@ -186,11 +187,12 @@ def _fit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.fpr is not None and not 0 < args.fpr < 1:
         parser.error(f"--fpr must be in (0, 1); got {args.fpr}")
     estimator = make_estimator(args.name, args.params, random_state=args.seed)
-    estimator.fit(args.train_dir)
+    images = check_images(args.train_dir, name="TRAIN_DIR")
+    estimator.fit(images)
     if args.val_dir is not None:
-        ssad.set_threshold(estimator, args.val_dir, fpr=args.fpr)
+        ssad.set_threshold(estimator, check_images(args.val_dir, name="VAL_DIR"), fpr=args.fpr)
     ssad.save(estimator, args.output)
-    print(f"Fitted {args.name} on {args.train_dir}; wrote {args.output}")
+    print(f"Fitted {args.name} on {len(images)} images from {args.train_dir}; wrote {args.output}")
     return 0
 
 

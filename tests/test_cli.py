@@ -97,7 +97,7 @@ def test_failures_exit_1_with_one_line(
     (tmp_path / "empty").mkdir()
     model = tmp_path / "model.ssad"
     cases = [
-        (["fit", "knn-pixels", str(tmp_path / "empty"), "-o", str(model)], "holds no image file"),
+        (["fit", "knn-pixels", str(tmp_path / "empty"), "-o", str(model)], "TRAIN_DIR is the"),
         (["fit", "knn-pixels", str(tmp_path / "nowhere"), "-o", str(model)], "does not exist"),
         (["score", str(tmp_path / "missing.ssad"), str(folders["test"])], "missing.ssad"),
     ]
