@@ -277,17 +277,19 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         normal data: scores of normal samples the model was not fitted on.
         After ``fit`` the calibration scores are ``train_scores_``:
 
-        - leave-one-out scores (:class:`~ssad.KNNScorer`, and detectors and
-          pipelines that end in one) score each training sample as if it were
-          new, so the guarantee holds (slightly conservatively: a new sample
-          is compared with all ``n`` training samples, a training sample with
+        - leave-one-out scores (:class:`~ssad.KNNScorer`, alone or after
+          frozen features) score each training sample as if it were new, so
+          the guarantee holds (slightly conservatively: a new sample is
+          compared with all ``n`` training samples, a training sample with
           the other ``n - 1``);
         - in-sample scores (:class:`~ssad.GaussianScorer` and the other
-          scorers) are optimistic: the model has seen those samples, so they
-          score higher than new normal samples, and new normal samples get
-          p-values that are too small (more false alarms than ``alpha``).
-          The gap grows with the model's capacity relative to the number of
-          training samples.
+          scorers), and the scores of detectors that train a network on the
+          training images (even with a leave-one-out kNN last), are
+          optimistic: the model has seen those samples, so they score higher
+          than new normal samples, and new normal samples get p-values that
+          are too small (more false alarms than ``alpha``).  The gap grows
+          with the model's capacity relative to the number of training
+          samples.
 
         For an honest calibration with any detector, score normal images it
         was not fitted on with ``ssad.set_threshold(det, X_normal_val,
