@@ -64,12 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'ssad COMMAND --help' for the options of a command.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    # -v after the command too; SUPPRESS keeps a -v given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("list", help="list the estimators 'ssad fit' knows")
 
     fit = sub.add_parser(
         "fit",
+        parents=[common],
         help="fit an estimator on a folder of normal images and save it",
         description="Fit a registered estimator (see 'ssad list') on the images found "
         "anywhere below TRAIN_DIR, and save it with ssad.save (a file that cannot run code).",
@@ -80,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--params",
         type=json.loads,
+        metavar="JSON",
         help="JSON object for set_params, e.g. '{\"knn__n_neighbors\": 5}'",
     )
     fit.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
@@ -97,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = sub.add_parser(
         "score",
+        parents=[common],
         help="score the images of a folder with a saved model, as CSV",
         description="Score the images found anywhere below DIR with a model file written by "
         "'ssad fit' (or ssad.save), and write one CSV row per image: path, score (higher = "

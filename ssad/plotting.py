@@ -209,7 +209,7 @@ def plot_score_histogram(
         groups = [("normal", scores[~y]), ("anomalous", scores[y])]
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(6.0, 4.0))
-    edges = np.histogram_bin_edges(scores, bins=bins)
+    edges = np.histogram_bin_edges(scores, bins=bins).tolist()  # the same bins for each group
     for (name, values), colour in zip(groups, ("tab:blue", "tab:red")):
         if values.size:
             ax.hist(values, bins=edges, alpha=0.6, color=colour, label=f"{name} ({values.size})")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import ssad
-from ssad.cli import main
+from ssad.cli import build_parser, main
 from ssad.datasets import make_anomaly_images
 
 
@@ -135,6 +135,9 @@ def test_list_help_and_benchmark(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: ssad ") and all(c in out for c in ("fit", "score", "benchmark"))
+    assert build_parser().parse_args(["score", "m", "d", "-v"]).verbose
+    assert build_parser().parse_args(["-v", "score", "m", "d"]).verbose
+    assert not build_parser().parse_args(["score", "m", "d"]).verbose
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
     assert capsys.readouterr().out.startswith("usage: ssad benchmark")
