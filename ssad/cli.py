@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="target false-positive rate on normal images, e.g. 0.01 (with --val-dir)",
     )
+    fit.set_defaults(usage_error=fit.error)  # errors found after parsing show this usage
 
     score = sub.add_parser(
         "score",
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return _list(sys.stdout)
         if args.command == "fit":
-            return _fit(parser, args)
+            return _fit(args)
         return _score(args)
     except _FAILURES as exc:
         if args.verbose:
@@ -181,19 +182,19 @@ def _list(out: TextIO) -> int:
     return 0
 
 
-def _fit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _fit(args: argparse.Namespace) -> int:
     import ssad
     from ssad._images import check_images
     from ssad.benchmarks import available_estimators, make_estimator
 
     if args.name not in available_estimators():
-        parser.error(f"unknown estimator {args.name!r}; 'ssad list' shows the names")
+        args.usage_error(f"unknown estimator {args.name!r}; 'ssad list' shows the names")
     if args.params is not None and not isinstance(args.params, dict):
-        parser.error("--params must be a JSON object, e.g. '{\"knn__n_neighbors\": 5}'")
+        args.usage_error("--params must be a JSON object, e.g. '{\"knn__n_neighbors\": 5}'")
     if (args.val_dir is None) != (args.fpr is None):
-        parser.error("--val-dir and --fpr go together")
+        args.usage_error("--val-dir and --fpr go together")
     if args.fpr is not None and not 0 < args.fpr < 1:
-        parser.error(f"--fpr must be in (0, 1); got {args.fpr}")
+        args.usage_error(f"--fpr must be in (0, 1); got {args.fpr}")
     estimator = make_estimator(args.name, args.params, random_state=args.seed)
     images = check_images(args.train_dir, name="TRAIN_DIR")
     estimator.fit(images)

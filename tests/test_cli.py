@@ -82,13 +82,28 @@ def test_usage_errors_exit_2(
         (["fit", "knn-pixels", str(folders["train"]), "-o", model, "--params", "[1]"], "object"),
         (["fit", "knn-pixels", str(folders["train"]), "-o", model, "--fpr", "0.1"], "together"),
         (["fit", "knn-pixels", str(folders["train"])], "-o/--output"),
+        (
+            [
+                "fit",
+                "knn-pixels",
+                str(folders["train"]),
+                "-o",
+                model,
+                "--val-dir",
+                "v",
+                "--fpr",
+                "2",
+            ],
+            "--fpr must be in (0, 1)",
+        ),
         (["frobnicate"], "invalid choice"),
     ]:
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
         err = capsys.readouterr().err
-        assert message in err and err.startswith("usage: ssad")
+        usage = "usage: ssad fit " if argv[0] == "fit" else "usage: ssad "
+        assert message in err and err.startswith(usage)
 
 
 def test_failures_exit_1_with_one_line(
