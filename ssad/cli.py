@@ -210,11 +210,15 @@ def _load_model(path: str, trust_pickle: bool) -> Any:
 
     try:
         return ssad.load(path)
-    except ValueError:
+    except ValueError as exc:
         if not trust_pickle:
             raise
+        not_ssad = exc
     with open(path, "rb") as f:  # the user vouched for this file with --trust-pickle
-        return pickle.load(f)
+        try:
+            return pickle.load(f)
+        except (pickle.UnpicklingError, EOFError) as exc:
+            raise ValueError(f"{not_ssad} Nor is it a pickle: {exc}") from exc
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -242,8 +246,8 @@ def _score(args: argparse.Namespace) -> int:
     try:
         writer = csv.writer(out)
         writer.writerow(["path", "score", "p_value", "label"])
-        for row in zip(images.data, scores, p_values, labels):
-            writer.writerow([row[0], repr(float(row[1])), row[2], row[3]])
+        for path, score, p_value, label in zip(images.data, scores, p_values, labels):
+            writer.writerow([path, repr(float(score)), p_value, label])
     finally:
         if out is not sys.stdout:
             out.close()

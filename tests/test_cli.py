@@ -139,6 +139,10 @@ def test_pickles_only_with_trust_pickle(
     assert "pickle" in capsys.readouterr().err
     assert main(["score", str(model), str(folders["test"]), "--trust-pickle"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 17
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"neither")
+    assert main(["score", str(junk), str(folders["test"]), "--trust-pickle"]) == 1
+    assert "Nor is it a pickle" in capsys.readouterr().err
 
 
 def test_list_help_and_benchmark(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
