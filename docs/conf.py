@@ -2,8 +2,9 @@
 
 Build with ``nox -s docs`` or
 ``sphinx-build -W --keep-going -b html docs docs/_build/html``.
-The build never touches the network: no intersphinx, weights are not loaded
-(autodoc only imports ssad).
+The build never touches the network: no intersphinx, and the tutorial
+notebook (executed by myst-nb at every build) uses synthetic images and the
+offline EfficientNet-Lite0 weights of the ``docs`` extra.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the notebook kernel imports the ssad these pages document, not another installed one
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+)
 
 import ssad  # noqa: E402
 
@@ -30,11 +35,20 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "numpydoc",
+    "myst_nb",
+    "sphinxarg.ext",
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
-source_suffix = {".rst": "restructuredtext"}
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+
+# -- notebooks (myst-nb) --------------------------------------------------------
+# Executed at every build; an error in a cell fails the build.
+nb_execution_mode = "force"
+nb_execution_timeout = 120
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
 root_doc = "index"
 language = "en"
 
@@ -76,7 +90,7 @@ html_show_sourcelink = False
 # -- links to re-exported names ------------------------------------------------
 # Docstrings refer to estimators by their subpackage (``ssad.scoring.KNNScorer``);
 # the API reference documents them under ``ssad`` (``ssad.KNNScorer``).
-_REEXPORTING = ("ssad.scoring.", "ssad.features.", "ssad.detectors.")
+_REEXPORTING = ("ssad.scoring.", "ssad.features.", "ssad.detectors.", "ssad.thresholds.")
 
 
 def _resolve_reexports(app, env, node, contnode):  # noqa: ANN001, ANN202
@@ -113,6 +127,8 @@ _PUBLIC_MODULES = (
     "ssad.utils.estimator_checks",
     "ssad.benchmarks",
     "ssad.plotting",
+    "ssad.thresholds",
+    "ssad.cli",
 )
 
 

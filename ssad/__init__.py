@@ -2,7 +2,9 @@
 
 Every detector follows scikit-learn's outlier-detector contract:
 ``score_samples`` is higher for more normal samples, ``predict`` returns +1
-for inliers and -1 for outliers.  Fitted estimators are saved with
+for inliers and -1 for outliers, ``p_values`` and ``predict_proba`` turn
+scores into conformal p-values, and :func:`ssad.set_threshold` moves the
+threshold to a target false-positive rate or the best F1.  Fitted estimators are saved with
 :func:`ssad.save` and read back with :func:`ssad.load`, a format that cannot run
 code (pickle works too, for files you trust).
 """
@@ -24,6 +26,7 @@ from ssad.scoring import (
     KMeansScorer,
     KNNScorer,
 )
+from ssad.thresholds import set_threshold
 
 __version__ = "0.1.0.dev0"
 
@@ -45,4 +48,5 @@ __all__ = [
     "__version__",
     "load",
     "save",
+    "set_threshold",
 ]

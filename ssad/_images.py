@@ -13,7 +13,10 @@ Accepted inputs
 - torch tensors ``(n, C, H, W)`` with ``C`` in {1, 3, 4}, uint8 or float in
   ``[0, 1]``;
 - a list of PIL images;
-- a list of image file paths (``str`` or :class:`os.PathLike`).
+- a list of image file paths (``str`` or :class:`os.PathLike`);
+- the path of a folder (``str`` or :class:`os.PathLike`): the image files
+  anywhere below it (:func:`find_image_files`: recursive, the extensions of
+  :data:`IMAGE_EXTENSIONS`, hidden entries skipped, sorted by path).
 
 The batch axis is required
 --------------------------
@@ -52,9 +55,11 @@ usual rendering of transparent PNGs.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,20 +69,40 @@ from PIL import Image
 
 __all__ = [
     "GREY_MODES",
+    "IMAGE_EXTENSIONS",
     "ImageSet",
     "Preprocessor",
     "check_images",
+    "find_image_files",
     "luma",
     "pil_to_array",
     "probe_image",
     "read_image_file",
 ]
 
+logger = logging.getLogger(__name__)
+
 _ACCEPTED = (
     "a numpy array (n, H, W) or (n, H, W, C) with C in {1, 3, 4}, a torch tensor "
-    "(n, C, H, W), a list of PIL images or a list of image file paths"
+    "(n, C, H, W), a list of PIL images, a list of image file paths or the path of a folder "
+    "of images"
 )
 _VALID_CHANNELS = (1, 3, 4)
+
+#: File name endings read as images in a folder (compared case-insensitively).
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+)
 
 #: Pillow modes :func:`pil_to_array` reads as one grey channel (2-D result).
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -190,7 +215,7 @@ def check_images(X: Any, *, name: str = "X") -> ImageSet:
 
     Parameters
     ----------
-    X : ndarray, Tensor, list of PIL images, list of paths or ImageSet
+    X : ndarray, Tensor, list of PIL images, list of paths, folder path or ImageSet
         The images; see the module documentation for the accepted forms.
     name : str, default="X"
         Name used in error messages.
@@ -208,10 +233,22 @@ def check_images(X: Any, *, name: str = "X") -> ImageSet:
         If ``X`` is empty, has the wrong number of dimensions or channels,
         holds NaN or infinite values, or values outside the declared range.
     FileNotFoundError
-        If a path does not point to a file.
+        If a path in a list does not point to a file, or a folder path does
+        not exist or holds no image file.
+    NotADirectoryError
+        If ``X`` is a single path that is a file: a batch of one file is
+        ``[path]``.
     """
     if isinstance(X, ImageSet):
         return X
+    if isinstance(X, (str, os.PathLike)):
+        files = find_image_files(X, name=name)
+        if not files:
+            raise FileNotFoundError(
+                f"{name} is the folder '{os.fspath(X)}', which holds no image file: expected "
+                f"files ending in {', '.join(IMAGE_EXTENSIONS)} in it or its sub-folders."
+            )
+        return ImageSet([str(f) for f in files], "path")
     if isinstance(X, np.ndarray):
         return _check_array(X, name)
     if isinstance(X, torch.Tensor):
@@ -336,6 +373,91 @@ def _check_list(X: list[Any], name: str) -> ImageSet:
         f"A list {name} must hold only PIL images or only file paths; got items of type(s) "
         f"{', '.join(kinds)}."
     )
+
+
+def find_image_files(
+    folder: str | os.PathLike[str],
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    *,
+    refuse: Callable[[str], str | None] | None = None,
+    name: str = "X",
+) -> list[Path]:
+    """The image files anywhere below ``folder``, sorted by path.
+
+    Hidden files and folders (name starting with ".") are skipped.  Links to
+    folders are followed, but no real folder is read twice: a link back to
+    ``folder`` or a folder holding it, or to a folder already read (a loop, or
+    a second link to it) is skipped with a logged warning.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder to search, recursively.
+    extensions : sequence of str, default=IMAGE_EXTENSIONS
+        Lower-case file name endings to keep, e.g. ``(".png", ".jpg")``;
+        compared case-insensitively.
+    refuse : callable, default=None
+        ``refuse(real_path) -> reason or None``: further folders not to enter
+        (e.g. another class folder of a data set); a reason is logged.
+    name : str, default="X"
+        Name used in error messages.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files, sorted; empty when there is none.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` does not exist.
+    NotADirectoryError
+        If ``folder`` is a file.
+    """
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(
+            f"{name} must be an existing folder of images; '{root}' does not exist."
+        )
+    if not root.is_dir():
+        raise NotADirectoryError(
+            f"{name} must be a folder of images; '{root}' is a file. Pass a list of files, "
+            f"e.g. ['{root}'], to score single images."
+        )
+    real_root = os.path.realpath(root)
+    visited = {real_root}
+
+    def refused(real: str) -> str | None:
+        if real in visited:
+            return "a folder already read (a link loop or a second link to it)"
+        if _inside(real_root, real):
+            return f"a folder holding '{root}'"
+        return refuse(real) if refuse is not None else None
+
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        kept = []
+        for sub in sorted(d for d in dirnames if not d.startswith(".")):
+            path = os.path.join(dirpath, sub)
+            real = os.path.realpath(path)
+            reason = refused(real)
+            if reason is None:
+                visited.add(real)
+                kept.append(sub)
+            else:
+                logger.warning("Skipped the folder '%s': it leads to %s.", path, reason)
+        dirnames[:] = kept
+        files += [
+            Path(dirpath) / f
+            for f in filenames
+            if not f.startswith(".") and f.lower().endswith(tuple(extensions))
+        ]
+    return sorted(files)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` lies strictly inside the real path ``folder``."""
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def probe_image(path: str | os.PathLike[str]) -> tuple[str, tuple[int, int]]:

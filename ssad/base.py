@@ -11,8 +11,9 @@ detectors, derives from :class:`BaseDetector`.  Subclasses implement two methods
 ``_score_samples(X) -> scores``
     higher = more normal.
 
-``fit``, ``score_samples``, ``decision_function``, ``predict`` and
-``fit_predict`` are written here once and never re-implemented per class.
+``fit``, ``score_samples``, ``decision_function``, ``predict``,
+``fit_predict``, ``p_values`` and ``predict_proba`` are written here once and
+never re-implemented per class.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ssad.thresholds import conformal_p_values
 
 __all__ = ["DEVICE_CONSTRAINT", "BaseDetector", "resolve_device"]
 
@@ -98,7 +101,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
       outlier;
     - ``predict(X)`` returns ``+1`` for inliers and ``-1`` for outliers;
     - ``offset_`` is the ``contamination`` quantile of ``score_samples`` on the
-      training data.
+      training data;
+    - ``p_values(X)`` are conformal p-values (higher = more normal), and
+      ``predict_proba(X)`` gives ``[p, 1 - p]`` per sample, columns
+      ``[normal, anomaly]``.
 
     Subclasses implement ``_fit`` and ``_score_samples`` and may override
     ``_validate_input`` (the default accepts 2-D numeric arrays, as every
@@ -121,6 +127,15 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         of the training data, except where a detector documents otherwise
         (:class:`~ssad.KNNScorer` scores each training sample against the
         others).
+    calibration_scores_ : ndarray of shape (n_calibration,), dtype float64
+        The scores :meth:`p_values` ranks new scores among: ``train_scores_``
+        after ``fit``; the scores of normal validation images after
+        :func:`ssad.set_threshold`.
+
+    See Also
+    --------
+    ssad.set_threshold : Set ``offset_`` from a target false-positive rate or
+        the best F1 on validation images.
 
     Notes
     -----
@@ -173,6 +188,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             scores = self._score_samples(X)
         scores = self._check_scores(scores, X)
         self.train_scores_ = scores
+        self.calibration_scores_ = scores
         contamination = (
             AUTO_CONTAMINATION if self.contamination == "auto" else float(self.contamination)
         )
@@ -228,6 +244,111 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         labels = np.ones(decision.shape[0], dtype=int)
         labels[decision < 0] = -1
         return labels
+
+    def p_values(self, X: Any) -> np.ndarray:
+        """Conformal p-value of each sample; higher means more normal.
+
+        The rank of each score among ``calibration_scores_``:
+        ``p = (1 + #{calibration scores <= score}) / (n_calibration + 1)``
+        (:func:`ssad.thresholds.conformal_p_values`).  A p-value near 0 means
+        that few normal samples score as low; flagging the samples with
+        ``p <= alpha`` flags a share of about ``alpha`` of normal samples (at
+        most ``alpha`` when the calibration scores are honest, see Notes).
+
+        Parameters
+        ----------
+        X : array-like
+            Samples to score.
+
+        Returns
+        -------
+        p_values : ndarray of shape (n_samples,), dtype float64
+            Values in ``(0, 1]``.
+
+        See Also
+        --------
+        predict_proba : The same, as ``[normal, anomaly]`` columns.
+        ssad.set_threshold : Calibrate on normal validation images.
+
+        Notes
+        -----
+        The guarantee ``P(p <= alpha) <= alpha`` for a new normal sample holds
+        when the calibration scores are exchangeable with the scores of new
+        normal data: scores of normal samples the model was not fitted on.
+        After ``fit`` the calibration scores are ``train_scores_``:
+
+        - leave-one-out scores (:class:`~ssad.KNNScorer`, alone or after
+          frozen features) score each training sample as if it were new, so
+          the guarantee holds (slightly conservatively: a new sample is
+          compared with all ``n`` training samples, a training sample with
+          the other ``n - 1``);
+        - in-sample scores (:class:`~ssad.GaussianScorer` and the other
+          scorers), and the scores of detectors that train a network on the
+          training images (even with a leave-one-out kNN last), are
+          optimistic: the model has seen those samples, so they score higher
+          than new normal samples, and new normal samples get p-values that
+          are too small (more false alarms than ``alpha``).  The gap grows
+          with the model's capacity relative to the number of training
+          samples.
+
+        For an honest calibration with any detector, score normal images it
+        was not fitted on with ``ssad.set_threshold(det, X_normal_val,
+        fpr=...)``, which makes them the calibration scores.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ssad import KNNScorer
+        >>> X = np.random.default_rng(0).normal(size=(99, 2))
+        >>> det = KNNScorer().fit(X)
+        >>> det.p_values([[0.0, 0.0], [5.0, 5.0]])
+        array([0.57, 0.01])
+        """
+        check_is_fitted(self)
+        return conformal_p_values(self.score_samples(X), self.calibration_scores_)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probability-like scores of the two classes, columns ``[normal, anomaly]``.
+
+        ``[p, 1 - p]`` with ``p = p_values(X)``, the layout of PyOD's
+        ``predict_proba``: column 1 is high for samples that few normal
+        samples resemble.
+
+        Parameters
+        ----------
+        X : array-like
+            Samples to score.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, 2), dtype float64
+            Column 0: the conformal p-value (normal); column 1: ``1 - p``
+            (anomaly).  Rows sum to 1.
+
+        See Also
+        --------
+        p_values : The p-values and their guarantee.
+
+        Notes
+        -----
+        These are not posterior probabilities of being an anomaly, which
+        would need the share and the distribution of anomalies: column 1 is
+        the confidence that a sample is unlike the normal calibration data.
+        ``predict_proba(X)[:, 1] >= 1 - alpha`` flags a share of at most about
+        ``alpha`` of normal samples (see :meth:`p_values`).  For a pipeline
+        ending in a detector, ``pipeline.predict_proba(X)[:, 0]`` are the
+        p-values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ssad import KNNScorer
+        >>> X = np.random.default_rng(0).normal(size=(99, 2))
+        >>> KNNScorer().fit(X).predict_proba([[5.0, 5.0]])
+        array([[0.01, 0.99]])
+        """
+        p = self.p_values(X)
+        return np.column_stack([p, 1.0 - p])
 
     # -- helpers --------------------------------------------------------------
     @staticmethod

@@ -1,4 +1,4 @@
-"""Plots for benchmark results: ROC curves and 2-D maps of embeddings.
+"""Plots of scores and embeddings: score histograms, ROC curves, 2-D maps of embeddings.
 
 matplotlib is optional (``pip install ssad[plot]``); it is imported when a
 function is called, never by ``import ssad``.
@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_embedding", "plot_roc_curves"]
+__all__ = ["plot_embedding", "plot_roc_curves", "plot_score_histogram"]
 
 _INSTALL = "pip install ssad[plot]"
 
@@ -105,9 +105,10 @@ def plot_roc_curves(
 
     Notes
     -----
-    Each curve is ``roc_curve(is_anomaly, -scores)``; the legend gives its
-    AUROC, ``roc_auc_score(is_anomaly, -scores)``, the number the benchmark
-    tables report.
+    Each curve is drawn by
+    ``RocCurveDisplay.from_predictions(is_anomaly, -scores)``; the legend
+    gives its AUROC, ``roc_auc_score(is_anomaly, -scores)``, the number the
+    benchmark tables report.
 
     Examples
     --------
@@ -116,24 +117,109 @@ def plot_roc_curves(
     >>> y = np.array([False, False, True, True])
     >>> ax = plot_roc_curves({"toy": (y, np.array([2.0, 1.5, 1.0, 0.0]))})  # doctest: +SKIP
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import RocCurveDisplay
 
     curves = _curves(results)
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(5.5, 5.0))
-    for label, y, scores in curves:
-        fpr, tpr, _ = roc_curve(y, -scores)
-        auroc = roc_auc_score(y, -scores)
-        text = f"{label} (AUROC {100 * auroc:.1f})" if label else f"AUROC {100 * auroc:.1f}"
-        ax.plot(fpr, tpr, lw=1.2, label=text)
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set_xlim(0.0, 1.0)
-    ax.set_ylim(0.0, 1.01)
+    for i, (label, y, scores) in enumerate(curves):
+        display = RocCurveDisplay.from_predictions(
+            y,
+            -scores,  # anomalies positive: the lower the score, the more anomalous
+            pos_label=True,
+            name=label or None,
+            ax=ax,
+            plot_chance_level=i == 0,
+            chance_level_kw={"label": "_nolegend_", "color": "grey", "lw": 0.8},
+        )
+        auroc = 100 * float(display.roc_auc)
+        display.line_.set_label(f"{label} (AUROC {auroc:.1f})" if label else f"AUROC {auroc:.1f}")
     ax.set_xlabel("false positive rate (normal images flagged)")
     ax.set_ylabel("true positive rate (anomalies found)")
     if title:
         ax.set_title(title)
     ax.legend(loc="lower right", fontsize="small" if len(curves) <= 10 else "x-small")
+    return ax
+
+
+def plot_score_histogram(
+    scores: Any,
+    is_anomaly: Any = None,
+    *,
+    threshold: float | None = None,
+    bins: int | str = "auto",
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Histograms of the scores of normal and anomalous images, with the threshold.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,)
+        ``score_samples`` of the images: higher = more normal.
+    is_anomaly : array-like of shape (n_samples,), default=None
+        True (or 1) for an anomaly: the anomalies get their own histogram.
+        Without it, one histogram of all scores.
+    threshold : float, default=None
+        A vertical line at this score, e.g. the detector's ``offset_``
+        (``det[-1].offset_`` for a pipeline): images to its left are flagged.
+    bins : int or str, default="auto"
+        Bins shared by both histograms (:func:`numpy.histogram_bin_edges`).
+    ax : matplotlib Axes, default=None
+        Where to draw; default: a new pyplot figure.
+    title : str, default=None
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed (``pip install ssad[plot]``).
+    ValueError
+        If ``scores`` is not 1-D and finite, or ``is_anomaly`` has another length.
+
+    See Also
+    --------
+    ssad.set_threshold : Move the threshold to a target false-positive rate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ssad.plotting import plot_score_histogram
+    >>> scores = np.r_[np.random.default_rng(0).normal(0, 1, 90), [-6.0, -5.0, -4.5]]
+    >>> ax = plot_score_histogram(scores, scores < -4, threshold=-2.0)  # doctest: +SKIP
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or scores.size == 0 or not np.all(np.isfinite(scores)):
+        raise ValueError(
+            f"scores must be a non-empty 1-D array of finite numbers; got shape {scores.shape}."
+        )
+    if is_anomaly is None:
+        groups = [("images", scores)]
+    else:
+        y = np.asarray(is_anomaly).reshape(-1).astype(bool)
+        if y.shape != scores.shape:
+            raise ValueError(
+                f"is_anomaly must have one entry per score; got {y.size} for {scores.size} scores."
+            )
+        groups = [("normal", scores[~y]), ("anomalous", scores[y])]
+    if ax is None:
+        _, ax = _pyplot().subplots(figsize=(6.0, 4.0))
+    edges = np.histogram_bin_edges(scores, bins=bins).tolist()  # the same bins for each group
+    for (name, values), colour in zip(groups, ("tab:blue", "tab:red")):
+        if values.size:
+            ax.hist(values, bins=edges, alpha=0.6, color=colour, label=f"{name} ({values.size})")
+    if threshold is not None:
+        ax.axvline(float(threshold), color="black", ls="--", lw=1.2, label="threshold")
+    ax.set_xlabel("score (higher = more normal)")
+    ax.set_ylabel("images")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
     return ax
 
 

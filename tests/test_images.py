@@ -1,5 +1,9 @@
 """The image adapter: accepted forms, conversions and errors."""
 
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -99,7 +103,8 @@ def test_preprocessor_resizes_and_normalises():
         (np.full((2, 8, 8), np.nan, np.float32), ValueError, "NaN or infinite"),
         (np.full((2, 8, 8), 255.0), ValueError, r"\[0, 1\].*got values in \[255, 255\].*255"),
         (torch.full((2, 3, 8, 8), -1.0), ValueError, r"\[0, 1\]"),
-        ("image.png", TypeError, "numpy array.*Got an object of type str"),
+        (3.0, TypeError, "numpy array.*folder of images. Got an object of type float"),
+        ("/nonexistent/folder", FileNotFoundError, "existing folder.*'/nonexistent/folder'"),
         ([Image.new("RGB", (2, 2)), "x.png"], TypeError, "only PIL images or only file paths"),
         (["/nonexistent/a.png"], FileNotFoundError, "not files.*nonexistent"),
     ],
@@ -121,6 +126,54 @@ def test_unreadable_file_is_named(tmp_path):
     images = check_images([bad])
     with pytest.raises(ValueError, match="Could not read the image file.*broken.png"):
         images.load(slice(None))
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _png(path, value=0, size=(4, 4)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, value, np.uint8)).save(path)
+
+
+def test_folder_is_read_recursively_sorted_images_only(tmp_path):
+    _png(tmp_path / "b.png", 10)
+    _png(tmp_path / "a" / "z.PNG", 20)
+    _png(tmp_path / "a" / "deeper" / "y.jpg", 30)
+    _png(tmp_path / ".hidden" / "x.png", 40)
+    _png(tmp_path / ".x.png", 50)
+    (tmp_path / "notes.txt").write_text("not an image")
+    images = check_images(tmp_path)
+    assert images.kind == "path"
+    names = [str(Path(p).relative_to(tmp_path)) for p in images.data]
+    assert names == [str(Path("a/deeper/y.jpg")), str(Path("a/z.PNG")), "b.png"]
+    assert check_images(str(tmp_path)).data == images.data  # str or Path alike
+    np.testing.assert_allclose(images.load(slice(None))[:, 0, 0, 0].numpy() * 255, [30, 20, 10])
+
+
+def test_folder_errors_name_the_folder(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"folder '.*empty'.*holds no image file.*\.png"):
+        check_images(tmp_path / "empty")
+    _png(tmp_path / "one.png")
+    with pytest.raises(NotADirectoryError, match=r"is a file.*\['.*one.png'\]"):
+        check_images(tmp_path / "one.png")
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform == "win32", reason="symlinks")
+def test_folder_links_are_followed_once(tmp_path, caplog):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _png(root / "a.png")
+    _png(outside / "b.png")
+    os.symlink(outside, root / "linked")
+    os.symlink(outside, root / "linked_again")  # the same folder: read once
+    os.symlink(root, root / "loop")
+    os.symlink(tmp_path, root / "up")  # a folder holding root
+    with caplog.at_level("WARNING", logger="ssad._images"):
+        files = check_images(root).data
+    assert [Path(f).relative_to(root).as_posix() for f in files] == ["a.png", "linked/b.png"]
+    assert sorted(Path(r.args[0]).name for r in caplog.records) == ["linked_again", "loop", "up"]
 
 
 # --------------------------------------------------------------------------- batch axis

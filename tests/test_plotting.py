@@ -18,7 +18,7 @@ from ssad.benchmarks import evaluate, one_class_splits  # noqa: E402
 from ssad.benchmarks.__main__ import main  # noqa: E402
 from ssad.datasets import make_shape_images  # noqa: E402
 from ssad.features import PixelFeatures  # noqa: E402
-from ssad.plotting import plot_embedding, plot_roc_curves  # noqa: E402
+from ssad.plotting import plot_embedding, plot_roc_curves, plot_score_histogram  # noqa: E402
 from ssad.scoring import KNNScorer  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -76,6 +76,26 @@ def test_plot_roc_curves_pyplot_figure() -> None:
     plt.close("all")
 
 
+def test_plot_score_histogram(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    scores = np.r_[rng.normal(0, 1, 80), rng.normal(-5, 1, 20)]
+    is_anomaly = np.r_[np.zeros(80), np.ones(20)]
+    ax = plot_score_histogram(
+        scores, is_anomaly, threshold=-2.5, bins=20, ax=Figure().subplots(), title="toy"
+    )
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["normal (80)", "anomalous (20)", "threshold"]
+    assert len(ax.patches) == 40  # two histograms on the same 20 bins
+    assert ax.lines[0].get_xdata()[0] == -2.5
+    _save(ax, tmp_path / "hist.png")
+    ax = plot_score_histogram(scores, ax=Figure().subplots())  # no labels: one histogram
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["images (100)"]
+    with pytest.raises(ValueError, match="one entry per score"):
+        plot_score_histogram(scores, is_anomaly[:5], ax=Figure().subplots())
+    with pytest.raises(ValueError, match="finite"):
+        plot_score_histogram([np.nan], ax=Figure().subplots())
+
+
 @pytest.mark.parametrize("method", ["tsne", "pca"])
 def test_plot_embedding(tmp_path: Path, method: str) -> None:
     rng = np.random.default_rng(0)
@@ -111,6 +131,8 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
         plot_roc_curves((y, np.array([1.0, 0.0])))
     with pytest.raises(ImportError, match=r"pip install ssad\[plot\]"):
         plot_embedding(np.zeros((5, 2)), np.zeros(5))
+    with pytest.raises(ImportError, match=r"pip install ssad\[plot\]"):
+        plot_score_histogram(np.zeros(5))
 
 
 def test_runner_plots(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def build_parser(prog: str = "python -m ssad.benchmarks") -> argparse.ArgumentPa
     io = p.add_argument_group("files and output")
     io.add_argument("--root", help="folder of the data set's files")
     io.add_argument("--ood-root", help="folder of the out-of-distribution data set")
-    io.add_argument("--read-size", type=int, help="resize when reading (mvtec:*, folder)")
+    io.add_argument("--read-size", type=int, help="resize when reading (mvtec:NAME, folder)")
     io.add_argument("--out", default="benchmark-results", help="output folder")
     io.add_argument("--overwrite", action="store_true", help="replace existing reports")
     io.add_argument("--plots", action="store_true", help="also write PNG plots")

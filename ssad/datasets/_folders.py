@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
+from ssad._images import IMAGE_EXTENSIONS, find_image_files
+
 from ._common import PathLike, as_path, check_image_size, missing_root_error
-from ._images import IMAGE_EXTENSIONS, all_grey, common_size, probe_images, read_images
+from ._images import all_grey, common_size, probe_images, read_images
 
 __all__ = ["load_image_folder"]
 
@@ -41,53 +43,22 @@ def _normalise_extensions(extensions: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def _class_files(
-    folder: Path, extensions: tuple[str, ...], *, root: Path, classes: dict[str, Path]
+    folder: Path, extensions: tuple[str, ...], *, classes: dict[str, Path]
 ) -> list[Path]:
     """Image files under ``folder`` (recursively, hidden entries skipped), sorted.
 
-    Links to folders are followed, but no real folder is read twice: a link back
-    to a folder being read (a loop), to ``root`` or one of its parents, to another
-    class folder or to a folder already read is skipped with a warning, so that
-    no image is read twice or under the wrong class.
+    Links to folders are followed, but no real folder is read twice
+    (:func:`ssad._images.find_image_files`), and a link into another class
+    folder is skipped with a warning, so that no image is read under the wrong class.
     """
-    real_root = os.path.realpath(root)
-    own = os.path.realpath(folder)
     others = [os.path.realpath(p) for p in classes.values() if p != folder]
-    visited = {own}
 
-    def refused(real: str) -> str | None:
-        if real in visited:
-            return "a folder already read (a link loop or a second link to it)"
-        if real_root == real or _inside(real_root, real):
-            return f"'{root}' or a folder holding it"
-        if any(real == other or _inside(real, other) for other in others):
+    def another_class(real: str) -> str | None:
+        if any(real == other or real.startswith(other.rstrip(os.sep) + os.sep) for other in others):
             return "another class folder"
         return None
 
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        kept = []
-        for name in sorted(d for d in dirnames if not d.startswith(".")):
-            path = os.path.join(dirpath, name)
-            real = os.path.realpath(path)
-            reason = refused(real)
-            if reason is None:
-                visited.add(real)
-                kept.append(name)
-            else:
-                logger.warning("Skipped the folder '%s': it leads to %s.", path, reason)
-        dirnames[:] = kept
-        files += [
-            Path(dirpath) / name
-            for name in filenames
-            if not name.startswith(".") and name.lower().endswith(extensions)
-        ]
-    return sorted(files)
-
-
-def _inside(path: str, folder: str) -> bool:
-    """Whether the real path ``path`` lies strictly inside the real path ``folder``."""
-    return path.startswith(folder.rstrip(os.sep) + os.sep)
+    return find_image_files(folder, extensions, refuse=another_class, name="root")
 
 
 def load_image_folder(
@@ -185,7 +156,7 @@ def load_image_folder(
     labels: list[int] = []
     class_dirs = {name: root_path / name for name in classes}
     for index, name in enumerate(classes):
-        class_files = _class_files(class_dirs[name], exts, root=root_path, classes=class_dirs)
+        class_files = _class_files(class_dirs[name], exts, classes=class_dirs)
         if not class_files:
             raise FileNotFoundError(
                 f"No image file found in the class folder '{root_path / name}': expected "

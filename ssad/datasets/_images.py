@@ -14,29 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ssad._images import GREY_MODES, luma, probe_image, read_image_file
+from ssad._images import GREY_MODES, IMAGE_EXTENSIONS, luma, probe_image, read_image_file
 
-__all__: list[str] = []
+__all__ = ["IMAGE_EXTENSIONS"]
 
 # Pillow >= 9.1 has Image.Resampling; its top-level constants warn on 9.1-9.5.
 _RESAMPLING = getattr(Image, "Resampling", Image)
 BILINEAR = _RESAMPLING.BILINEAR
 NEAREST = _RESAMPLING.NEAREST
-
-#: File name endings read as images by default (compared case-insensitively).
-IMAGE_EXTENSIONS = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".gif",
-    ".webp",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-)
 
 
 def probe_images(paths: Sequence[Path]) -> list[tuple[str, tuple[int, int]]]:

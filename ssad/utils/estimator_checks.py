@@ -17,6 +17,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils import estimator_checks as sk_checks
 
+from ssad.thresholds import conformal_p_values
+
 __all__ = ["SKLEARN_GENERIC_CHECKS", "check_image_detector"]
 
 #: scikit-learn checks that do not depend on the input being a 2-D array.
@@ -77,9 +79,11 @@ def check_image_detector(
        ``train_scores_`` (so that share of training images falls below it, up
        to ties), and ``predict`` on the training images agrees where
        ``train_scores_`` are the training images' ``score_samples``;
-    8. the same ``random_state`` gives the same scores, when the estimator has
+    8. ``predict_proba`` gives ``[p, 1 - p]`` with ``p`` the conformal
+       p-values of the scores against ``calibration_scores_``;
+    9. the same ``random_state`` gives the same scores, when the estimator has
        a ``random_state`` parameter;
-    9. a pickle round-trip keeps the scores.
+    10. a pickle round-trip keeps the scores.
 
     Parameters
     ----------
@@ -157,6 +161,15 @@ def check_image_detector(
         assert abs(int(np.sum(est_c.predict(X) == -1)) - n_out) <= 1 + int(
             np.sum(np.isclose(train_scores, final.offset_, atol=1e-9))
         ), f"{name}: predict(X_train) disagrees with train_scores_ and offset_."
+
+    proba = est.predict_proba(X)
+    assert proba.shape == (n, 2), f"predict_proba shape is {proba.shape}, expected ({n}, 2)."
+    np.testing.assert_allclose(
+        proba[:, 0],
+        conformal_p_values(scores, _final(est).calibration_scores_),
+        err_msg=f"{name}: predict_proba[:, 0] are not the p-values of the scores.",
+    )
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
 
     if "random_state" in est.get_params():
         again = clone(est).fit(X).score_samples(X)
