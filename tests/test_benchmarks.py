@@ -328,12 +328,19 @@ def test_evaluate_sensitivity_column_and_correlation(anomaly_data: tuple[np.ndar
         one_class_splits(y_tr, y_te),
         X_tr,
         X_te,
-        ablations={"k1": make_estimator("knn-pixels", {"knn__n_neighbors": 1})},
+        ablations={
+            "k1": make_estimator("knn-pixels", {"knn__n_neighbors": 1}),
+            "k3-same-fit": FromFitted(None, "kNN k=3", scorer=KNNScorer(n_neighbors=3)),
+        },
         baselines={"memoriser": make_pipeline(_Memoriser(), KNNScorer())},
         sensitivity_holdout=20,
         random_state=0,
     )
     sens = {m.name: m.splits[0].sensitivity for m in res.models}
+    assert sens["k3-same-fit"] is not None  # a scorer row is scored for sensitivity too
+    expected = make_estimator("knn-pixels", {"knn__n_neighbors": 3}).fit(X_tr)
+    np.testing.assert_allclose(res.baselines[1].splits[0].scores, expected.score_samples(X_te))
+    assert "Chosen by the highest sensitivity" in res.to_markdown()
     assert sens["memoriser"] > 0.9 and abs(sens["Pipeline"] - 0.5) < 0.25
     report = res.to_dict()
     validate_report(report)

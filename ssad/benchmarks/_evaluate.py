@@ -440,6 +440,14 @@ class EvaluationResult:
         rho = self.sensitivity_correlation()
         if rho is not None:
             lines.append(f"Spearman correlation of sensitivity and AUROC over the rows: {rho:.2f}.")
+            rows = [d for d in (m.to_dict() for m in models) if d["mean_sensitivity"] is not None]
+            chosen = max(rows, key=lambda d: d["mean_sensitivity"])
+            best = max(rows, key=lambda d: d["mean_auroc"])
+            lines.append(
+                f"Chosen by the highest sensitivity (no anomaly labels): {chosen['name']} "
+                f"(AUROC {100 * chosen['mean_auroc']:.1f}); best AUROC among these rows: "
+                f"{best['name']} ({100 * best['mean_auroc']:.1f})."
+            )
         for name, reason in self.skipped_baselines.items():
             lines.append(f"- baseline {name} not run: {reason}")
         return "\n".join(lines).rstrip() + "\n"
@@ -459,12 +467,19 @@ class FromFitted:
     one feature space of Transformaly, kNN on the trained embeddings, a
     scorer before and after filtering.
 
+    A row given a ``scorer`` instead (a 2-D scorer, cloned and fitted on
+    ``Z_fit``) also gets a sensitivity score when :func:`evaluate` computes
+    them, e.g. the paper's cosine kernel at another temperature.
+
     Parameters
     ----------
-    fn : callable
+    fn : callable or None
         ``fn(fitted, Z_fit, Z_score) -> ndarray (n_score,)``.
     description : str, default=""
         Written as the row's parameters.
+    scorer : estimator, default=None
+        Score with ``clone(scorer).fit(Z_fit).score_samples(Z_score)``
+        (``fn`` must then be None).
 
     Examples
     --------
@@ -473,10 +488,23 @@ class FromFitted:
     >>> row = FromFitted(lambda est, zf, zs: KNNScorer().fit(zf).score_samples(zs), "kNN")
     >>> row.description
     'kNN'
+    >>> FromFitted(None, "kNN, k=5", scorer=KNNScorer(n_neighbors=5)).scorer.n_neighbors
+    5
     """
 
-    fn: Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+    fn: Callable[[Any, np.ndarray, np.ndarray], np.ndarray] | None
     description: str = ""
+    scorer: Any = None
+
+    def __post_init__(self) -> None:
+        if (self.fn is None) == (self.scorer is None):
+            raise ValueError("FromFitted needs exactly one of fn and scorer.")
+
+    def __call__(self, fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
+        """The row's scores of the test images (higher = more normal)."""
+        if self.fn is not None:
+            return np.asarray(self.fn(fitted, Z_fit, Z_score), dtype=np.float64)
+        return np.asarray(clone(self.scorer).fit(Z_fit).score_samples(Z_score), np.float64)
 
 
 @dataclass(frozen=True)
@@ -621,15 +649,9 @@ def _metrics(is_anomaly: np.ndarray, scores: Any) -> tuple[float, float]:
 
 
 def _held_out_auroc(
-    transform: Callable[[Any], np.ndarray],
-    scorer: Any,
-    X_fit: Any,
-    X_in: Any,
-    n_holdout: int,
-    seed: int,
+    Z_fit: np.ndarray, Z_in: np.ndarray, scorer: Any, n_holdout: int, seed: int
 ) -> float:
-    """The sensitivity score of a fitted model (see :func:`sensitivity_score`)."""
-    Z_fit, Z_in = np.asarray(transform(X_fit)), np.asarray(transform(X_in))
+    """The sensitivity score from training and in-distribution test embeddings."""
     n = Z_fit.shape[0]
     if not 1 <= n_holdout < n:
         raise ValueError(
@@ -668,13 +690,11 @@ class _SplitRun:
         """Scores, fit and score seconds, and sensitivity of a row."""
         if isinstance(row.model, FromFitted):
             if self.Z is None:  # the estimator's embeddings, once for all such rows
-                transform = _embedder(self.fitted)
-                if transform is None:
-                    raise ValueError(f"Row {row.name!r}: the estimator has no embeddings.")
-                self.Z = (np.asarray(transform(self.X_fit)), np.asarray(transform(self.X_score)))
+                self.Z = self._embeddings(self.fitted, row.name)
             start = time.perf_counter()
-            scores = row.model.fn(self.fitted, *self.Z)
-            return np.asarray(scores, np.float64), time.perf_counter() - start, 0.0, None
+            scores = row.model(self.fitted, *self.Z)
+            elapsed = time.perf_counter() - start
+            return scores, elapsed, 0.0, self._sensitivity(self.Z, row.model.scorer)
         model, fit_params = row.model, {}
         if isinstance(model, WithFitParams):
             model, fit_params = model.estimator, dict(model.fit_params)
@@ -683,16 +703,26 @@ class _SplitRun:
         fitted_at = time.perf_counter()
         scores = np.asarray(est.score_samples(self.X_score), np.float64)
         fit_s, score_s = fitted_at - start, time.perf_counter() - fitted_at
+        scorer, Z = _scorer_of(est), None
         if row.role == "estimator":
             self.fitted = est
-        transform, scorer = _embedder(est), _scorer_of(est)
-        sensitivity = None
-        if self.sensitivity_holdout is not None and transform is not None and scorer is not None:
-            X_in = _take(self.X_score, np.flatnonzero(~self.is_anomaly))
-            sensitivity = _held_out_auroc(
-                transform, scorer, self.X_fit, X_in, self.sensitivity_holdout, self.seed
-            )
-        return scores, fit_s, score_s, sensitivity
+        if self.sensitivity_holdout is not None and scorer is not None:
+            Z = self._embeddings(est, row.name)
+            if row.role == "estimator":
+                self.Z = Z
+        return scores, fit_s, score_s, None if Z is None else self._sensitivity(Z, scorer)
+
+    def _embeddings(self, fitted: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+        transform = _embedder(fitted)
+        if transform is None:
+            raise ValueError(f"Row {name!r}: the estimator has no embeddings.")
+        return np.asarray(transform(self.X_fit)), np.asarray(transform(self.X_score))
+
+    def _sensitivity(self, Z: tuple[np.ndarray, np.ndarray], scorer: Any) -> float | None:
+        if self.sensitivity_holdout is None or scorer is None:
+            return None
+        Z_in = Z[1][~self.is_anomaly]
+        return _held_out_auroc(Z[0], Z_in, scorer, self.sensitivity_holdout, self.seed)
 
 
 def evaluate(
@@ -942,7 +972,8 @@ def sensitivity_score(
             f"(a pipeline ending in a scorer, or a detector with transform and scorer_); "
             f"got {type(estimator).__name__}."
         )
-    return _held_out_auroc(transform, scorer, X_train, X_test_in, int(n_holdout), seed)
+    Z_fit, Z_in = np.asarray(transform(X_train)), np.asarray(transform(X_test_in))
+    return _held_out_auroc(Z_fit, Z_in, scorer, int(n_holdout), seed)
 
 
 @dataclass
