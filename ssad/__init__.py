@@ -11,6 +11,7 @@ from ssad._io import load, save
 from ssad.base import BaseDetector
 from ssad.detectors import (
     ConvexMILDetector,
+    PatchCoreDetector,
     SelfDistillNegDetector,
     Transformaly,
     TransformalyDetector,
@@ -38,6 +39,7 @@ __all__ = [
     "KMeansScorer",
     "KNNScorer",
     "MAEFeatures",
+    "PatchCoreDetector",
     "SelfDistillNegDetector",
     "TimmFeatures",
     "Transformaly",
