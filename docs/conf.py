@@ -112,6 +112,8 @@ _PUBLIC_MODULES = (
     "ssad.datasets",
     "ssad.utils.estimator_checks",
     "ssad.benchmarks",
+    "ssad.metrics",
+    "ssad.model_selection",
     "ssad.plotting",
 )
 

@@ -214,3 +214,16 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_localisation_example_runs(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    pytest.importorskip("matplotlib").use("Agg")
+    path = Path(__file__).resolve().parents[1] / "examples" / "localisation.py"
+    main = runpy.run_path(str(path))["main"]
+    argv = ["--backbone", "test_resnet", "--n-train", "12", "--n-test", "8", "--image-size", "32"]
+    results = main([*argv, "--kind", "object", "--out", str(tmp_path / "maps.png")])
+    assert set(results) == {"image AUROC", "pixel AUROC", "PRO"}
+    assert (tmp_path / "maps.png").is_file()

@@ -132,8 +132,8 @@ class PatchCoreDetector(ImageDetector):
         ``(h, w)``: the patch grid of one image.
     n_features_ : int
         Features per patch.
-    memory_bank_ : ndarray of shape (n_bank, n_features_), dtype float32
-        The coreset of training patch features.
+    memory_bank_ : ndarray of shape (n_bank, d), dtype float32
+        The coreset of training patch features (``d = n_features_``).
     n_patches_fit_ : int
         Training patches the coreset was drawn from.
     device_ : torch.device
@@ -409,8 +409,8 @@ class PatchCoreDetector(ImageDetector):
 
         Returns
         -------
-        ndarray of shape (n_images, h * w * n_features_), dtype float32
-            Row ``i`` reshaped to ``(h, w, n_features_)`` (``grid_shape_``)
+        ndarray of shape (n_images, h * w * d), dtype float32
+            Row ``i`` reshaped to ``(h, w, d)`` (``grid_shape_``, ``n_features_``)
             holds the patch features of image ``i``.
         """
         check_is_fitted(self)
