@@ -751,11 +751,15 @@ def _write_mvtec(root: Path) -> None:
             Image.fromarray(masks[i] * 255).save(mask)
 
 
-def test_runner_mvtec_pixel_metrics(tmp_path: Path) -> None:
+def test_runner_mvtec_pixel_metrics_and_map_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from threadpoolctl import threadpool_limits
+
     _write_mvtec(tmp_path / "data")
     register_estimator("patchcore-tiny", _patchcore_tiny, overwrite=True)
-    argv = ["--dataset", "mvtec:widget", "--root", str(tmp_path / "data"), "--quiet"]
-    assert main([*argv, "--estimator", "patchcore-tiny", "--out", str(tmp_path / "out")]) == 0
+    argv = ["--dataset", "mvtec:widget", "--root", str(tmp_path / "data"), "--quiet", "--plots"]
+    with threadpool_limits(1):  # t-SNE threads spin on a busy machine
+        assert main([*argv, "--estimator", "patchcore-tiny", "--out", str(tmp_path / "out")]) == 0
     (report,) = tmp_path.joinpath("out").glob("*.json")
     data = json.loads(report.read_text())
     assert data["dataset"]["n_test"] == 8
@@ -763,6 +767,8 @@ def test_runner_mvtec_pixel_metrics(tmp_path: Path) -> None:
     assert est["splits"][0]["pixel_auroc"] is not None and est["mean_pro"] is not None
     assert all(b["mean_pixel_auroc"] is None for b in data["baselines"])
     assert "PRO" in report.with_suffix(".md").read_text()
+    (maps,) = tmp_path.joinpath("out").glob("*_anomaly_maps.png")
+    assert maps.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_synthetic_local_and_the_patchcore_preset(tmp_path: Path) -> None:
@@ -786,16 +792,3 @@ def test_synthetic_local_and_the_patchcore_preset(tmp_path: Path) -> None:
     )
     assert data.masks_test.shape == (10, 32, 32)
     assert result.estimator.splits[0].pixel_auroc is not None
-
-
-def test_runner_plots_anomaly_maps(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
-    from threadpoolctl import threadpool_limits
-
-    _write_mvtec(tmp_path / "data")
-    register_estimator("patchcore-tiny", _patchcore_tiny, overwrite=True)
-    argv = ["--dataset", "mvtec:widget", "--root", str(tmp_path / "data"), "--quiet", "--plots"]
-    with threadpool_limits(1):  # t-SNE threads spin on a busy machine
-        assert main([*argv, "--estimator", "patchcore-tiny", "--out", str(tmp_path)]) == 0
-    (maps,) = tmp_path.glob("*_anomaly_maps.png")
-    assert maps.read_bytes()[:4] == b"\x89PNG"
