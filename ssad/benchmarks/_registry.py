@@ -275,7 +275,7 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     ),
     (
         "patchcore-efficientnet",
-        _detector("PatchCoreDetector", lite0=True, coreset_ratio=0.01, pool_size=16384),
+        _detector("PatchCoreDetector", lite0=True, coreset_ratio=0.01),
         "PatchCoreDetector on EfficientNet-Lite0 (strides 8, 16), 1% coreset; offline weights",
     ),
     (

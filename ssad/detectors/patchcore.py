@@ -169,7 +169,9 @@ class PatchCoreDetector(ImageDetector):
     - Training sets of more than ``pool_size`` patches are reduced chunk by
       chunk (merge-and-reduce, see above), not in one pass, so that memory
       stays bounded; each reduction is a greedy k-center pass over the
-      current memory bank and the next chunk.
+      current memory bank and the next chunk.  ``fit`` then embeds the
+      training images a second time, for their scores against the final
+      memory bank (``offset_``).
     - ``offset_`` comes from ``score_samples`` of the training images, whose
       patches are compared with a memory bank drawn from them: with
       ``coreset_ratio=1`` every training image scores 0 and ``predict`` flags

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from threadpoolctl import threadpool_limits
 
 __all__ = ["greedy_coreset"]
 
@@ -48,7 +50,8 @@ def greedy_coreset(
         Draws the first row and the projection.  Global generators are never
         seeded.
     device : str or torch.device, default="cpu"
-        Where the search runs (a GPU makes large coresets fast).
+        Where the search runs (a GPU makes large coresets fast).  On a CPU
+        the search runs in one thread (see Notes).
 
     Returns
     -------
@@ -61,6 +64,19 @@ def greedy_coreset(
     ValueError
         If ``X`` is not a non-empty 2-D array of finite numbers, or
         ``n_samples`` or ``projection_dim`` is not a positive int.
+
+    Notes
+    -----
+    Each of the ``n_samples`` steps is one pass over the projected rows (a
+    vector-matrix product and an elementwise minimum).  On a CPU such a short
+    pass gains little from several threads, and their synchronisation can
+    cost much more when the cores are shared: the thread pools of BLAS and
+    OpenMP are limited to one thread during the search
+    (:func:`threadpoolctl.threadpool_limits`), as scikit-learn does in
+    similar loops.  The time grows with ``n_samples x n_rows``; a training
+    set can be reduced in chunks (merge-and-reduce, as
+    :class:`~ssad.PatchCoreDetector` does with ``pool_size``) so that the
+    rows searched stay few and in cache.
 
     References
     ----------
@@ -109,12 +125,15 @@ def greedy_coreset(
     chosen[0] = rng.randint(n_rows)
     # nearest[i]: squared distance from row i to its nearest chosen row; -inf once chosen
     nearest = torch.full((n_rows,), float("inf"), device=ZT.device)
-    for step in range(n_samples):
-        if step > 0:
-            chosen[step] = int(torch.argmax(nearest))
-        j = int(chosen[step])
-        distance = (ZT[:, j] @ ZT).mul_(-2.0).add_(squared).add_(squared[j])
-        torch.minimum(nearest, distance, out=nearest)
-        nearest[j] = float("-inf")
+    # on a CPU each step is one short pass over the data, and thread pools spend more time
+    # waiting for each other than they save (five times slower on a busy 2-core machine)
+    with threadpool_limits(limits=1) if ZT.device.type == "cpu" else contextlib.nullcontext():
+        for step in range(n_samples):
+            if step > 0:
+                chosen[step] = int(torch.argmax(nearest))
+            j = int(chosen[step])
+            distance = (ZT[:, j] @ ZT).mul_(-2.0).add_(squared).add_(squared[j])
+            torch.minimum(nearest, distance, out=nearest)
+            nearest[j] = float("-inf")
     logger.debug("Greedy coreset: %d of %d rows.", n_samples, n_rows)
     return chosen
