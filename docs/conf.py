@@ -126,6 +126,8 @@ _PUBLIC_MODULES = (
     "ssad.datasets",
     "ssad.utils.estimator_checks",
     "ssad.benchmarks",
+    "ssad.metrics",
+    "ssad.model_selection",
     "ssad.plotting",
     "ssad.thresholds",
     "ssad.cli",

@@ -13,6 +13,7 @@ from ssad._io import load, save
 from ssad.base import BaseDetector
 from ssad.detectors import (
     ConvexMILDetector,
+    PatchCoreDetector,
     SelfDistillNegDetector,
     Transformaly,
     TransformalyDetector,
@@ -41,6 +42,7 @@ __all__ = [
     "KMeansScorer",
     "KNNScorer",
     "MAEFeatures",
+    "PatchCoreDetector",
     "SelfDistillNegDetector",
     "TimmFeatures",
     "Transformaly",

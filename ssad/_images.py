@@ -144,6 +144,30 @@ class ImageSet:
         """``(n_images,)``: lets scikit-learn utilities count samples."""
         return (len(self),)
 
+    def common_size(self) -> tuple[int, int]:
+        """``(height, width)`` shared by every image (file headers are read, not the pixels).
+
+        Raises
+        ------
+        ValueError
+            If the images differ in size.
+        """
+        if self.kind == "array":
+            return int(self.data.shape[1]), int(self.data.shape[2])
+        if self.kind == "tensor":
+            return int(self.data.shape[2]), int(self.data.shape[3])
+        if self.kind == "pil":
+            sizes = {(int(img.height), int(img.width)) for img in self.data}
+        else:
+            sizes = {probe_image(path)[1] for path in self.data}
+        if len(sizes) > 1:
+            raise ValueError(
+                "Expected images of one size (height x width), got "
+                f"{len(sizes)} sizes, e.g. {sorted(sizes)[:3]}; resize them to one size first."
+            )
+        (size,) = sizes
+        return size
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
         """Return the images at ``indices`` (a new :class:`ImageSet`)."""
         idx = np.asarray(indices, dtype=np.int64)

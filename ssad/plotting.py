@@ -1,4 +1,4 @@
-"""Plots of scores and embeddings: score histograms, ROC curves, 2-D maps of embeddings.
+"""Plots of scores, embeddings and anomaly maps: histograms, ROC curves, 2-D maps, overlays.
 
 matplotlib is optional (``pip install ssad[plot]``); it is imported when a
 function is called, never by ``import ssad``.
@@ -15,7 +15,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_embedding", "plot_roc_curves", "plot_score_histogram"]
+__all__ = [
+    "plot_anomaly_map",
+    "plot_anomaly_maps",
+    "plot_embedding",
+    "plot_roc_curves",
+    "plot_score_histogram",
+]
 
 _INSTALL = "pip install ssad[plot]"
 
@@ -334,3 +340,166 @@ def plot_embedding(
         ax.set_title(title, fontsize="medium")
     ax.legend(markerscale=2.5, fontsize="small", loc="best", frameon=True)
     return ax
+
+
+def _as_display_image(image: Any) -> np.ndarray:
+    """uint8 or [0, 1] float, (H, W) or (H, W, C) -> float (H, W) or (H, W, 3) in [0, 1]."""
+    arr = np.asarray(image)
+    arr = arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float64)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"An image must be (H, W) or (H, W, C) with C in {{1, 3, 4}}; got {arr.shape}."
+        )
+    return np.clip(arr[..., :3] if arr.ndim == 3 else arr, 0.0, 1.0)
+
+
+def plot_anomaly_map(
+    image: Any,
+    anomaly_map: Any,
+    mask: Any = None,
+    *,
+    ax: Axes | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    title: str | None = None,
+) -> Axes:
+    """An image with its anomaly map as a heatmap over it, and the defect's outline.
+
+    Parameters
+    ----------
+    image : array-like of shape (H, W) or (H, W, C)
+        uint8, or float in ``[0, 1]``.
+    anomaly_map : array-like of shape (H, W)
+        Higher = more anomalous, e.g. a row of
+        :meth:`~ssad.PatchCoreDetector.anomaly_map`.
+    mask : array-like of shape (H, W), default=None
+        Ground truth (nonzero on the defect), drawn as a contour.
+    ax : matplotlib Axes, default=None
+        Where to draw; default: a new pyplot figure.
+    alpha : float, default=0.5
+        Opacity of the heatmap.
+    cmap : str, default="jet"
+        Colour map of the heatmap.
+    vmin, vmax : float, default=None
+        Value range of the colour map (default: the map's own range); give
+        the same range to compare several images.
+    title : str, default=None
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed (``pip install ssad[plot]``).
+    ValueError
+        If the shapes do not match.
+
+    See Also
+    --------
+    plot_anomaly_maps : A grid of them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ssad.plotting import plot_anomaly_map
+    >>> image = np.zeros((16, 16), dtype=np.uint8)
+    >>> heat = np.zeros((16, 16)); heat[4:8, 4:8] = 1.0
+    >>> ax = plot_anomaly_map(image, heat, heat > 0.5)  # doctest: +SKIP
+    """
+    picture = _as_display_image(image)
+    heat = np.asarray(anomaly_map, dtype=np.float64)
+    if heat.shape != picture.shape[:2] or (mask is not None and np.shape(mask) != heat.shape):
+        raise ValueError(
+            f"image {picture.shape[:2]}, anomaly_map {heat.shape} and mask "
+            f"{None if mask is None else np.shape(mask)} must have one height and width."
+        )
+    if ax is None:
+        _, ax = _pyplot().subplots(figsize=(4.0, 4.0))
+    ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
+    if mask is not None and np.any(mask):
+        ax.contour(np.asarray(mask) > 0, levels=[0.5], colors="white", linewidths=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize="small")
+    return ax
+
+
+def plot_anomaly_maps(
+    images: Any,
+    anomaly_maps: Any,
+    masks: Any = None,
+    *,
+    titles: Sequence[str] | None = None,
+    n_cols: int = 4,
+    fig: Figure | None = None,
+    **kwargs: Any,
+) -> Figure:
+    """A grid of :func:`plot_anomaly_map` panels on one colour scale.
+
+    Parameters
+    ----------
+    images : array-like of shape (n, H, W) or (n, H, W, C)
+        uint8, or float in ``[0, 1]``.
+    anomaly_maps : array-like of shape (n, H, W)
+        Higher = more anomalous.
+    masks : array-like of shape (n, H, W), default=None
+        Ground truth, drawn as contours.
+    titles : sequence of str, default=None
+        One per panel, e.g. the image scores.
+    n_cols : int, default=4
+        Panels per row.
+    fig : matplotlib Figure, default=None
+        Where to draw; default: a new pyplot figure.
+    **kwargs
+        Passed to :func:`plot_anomaly_map` (``alpha``, ``cmap``, ``vmin``,
+        ``vmax``); ``vmin`` and ``vmax`` default to the range of all maps.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure drawn on.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ssad.plotting import plot_anomaly_maps
+    >>> images = np.zeros((3, 16, 16), dtype=np.uint8)
+    >>> fig = plot_anomaly_maps(images, np.random.rand(3, 16, 16))  # doctest: +SKIP
+    """
+    heat = np.asarray(anomaly_maps, dtype=np.float64)
+    n = heat.shape[0]
+    if len(images) != n or (masks is not None and len(masks) != n):
+        raise ValueError(
+            f"Got {len(images)} images, {n} anomaly maps and "
+            f"{None if masks is None else len(masks)} masks; expected one each."
+        )
+    kwargs.setdefault("vmin", float(heat.min()))
+    kwargs.setdefault("vmax", float(heat.max()))
+    n_cols = max(1, min(int(n_cols), n))
+    n_rows = -(-n // n_cols)
+    if fig is None:
+        fig = _pyplot().figure(figsize=(2.6 * n_cols, 2.8 * n_rows))
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False).ravel())
+    for i, ax in enumerate(axes):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        plot_anomaly_map(
+            images[i],
+            heat[i],
+            None if masks is None else masks[i],
+            ax=ax,
+            title=None if titles is None else titles[i],
+            **kwargs,
+        )
+    return fig

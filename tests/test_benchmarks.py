@@ -34,14 +34,13 @@ from ssad.benchmarks import (
     register_preset,
     report_stem,
     run_preset,
-    select_by_sensitivity,
-    sensitivity_score,
     validate_report,
 )
 from ssad.benchmarks.__main__ import main
 from ssad.datasets import make_anomaly_images, make_shape_images
 from ssad.detectors import TransformalyDetector
 from ssad.features import PixelFeatures
+from ssad.model_selection import select_by_sensitivity, sensitivity_score
 from ssad.scoring import GaussianScorer, KNNScorer
 
 NAMES = [f"c{i}" for i in range(4)]
@@ -278,6 +277,13 @@ class _Memoriser(BaseEstimator):
         rng = np.random.default_rng(0)
         far = np.array([0.0 if x.tobytes() in self.seen_ else 10.0 for x in X])
         return np.c_[far, np.zeros(len(X))] + rng.normal(0, 0.1, (len(X), 2))
+
+
+def test_sensitivity_score_moved_but_importable_from_benchmarks() -> None:
+    import ssad.benchmarks
+
+    assert ssad.benchmarks.sensitivity_score is sensitivity_score
+    assert ssad.benchmarks.select_by_sensitivity is select_by_sensitivity
 
 
 def test_sensitivity_score_iid_near_half() -> None:
@@ -697,3 +703,99 @@ def test_registered_companions_and_fit_params(tmp_path: Path) -> None:
         baselines={"extra": WithFitParams(_NeedsExtra(), {"X_extra": X[:5]})},
     )
     assert res.baselines[0].params["fit_params"] == {"X_extra": "ndarray"}
+
+
+# -- localisation: masks, anomaly maps, pixel metrics --------------------------------------
+
+
+def _patchcore_tiny(random_state: int | None = None) -> Any:
+    from ssad import PatchCoreDetector
+
+    return PatchCoreDetector(
+        "test_resnet", pretrained=False, image_size=32, random_state=random_state
+    )
+
+
+def test_evaluate_pixel_metrics_for_rows_with_maps() -> None:
+    from ssad.datasets import make_local_defect_images
+
+    X, y, masks = make_local_defect_images(30, 8, kind="object", image_size=32, random_state=0)
+    splits = list(one_class_splits(y[:20], y[20:]))
+    res = evaluate(
+        _patchcore_tiny(0),
+        splits,
+        X[:20],
+        X[20:],
+        baselines={"knn-pixels": knn_pixels()},
+        masks=masks[20:],
+    )
+    pc, knn = res.estimator.to_dict(), res.baselines[0].to_dict()
+    assert 0.0 <= pc["mean_pixel_auroc"] <= 1.0 and 0.0 <= pc["mean_pro"] <= 1.0
+    assert pc["splits"][0]["pixel_auroc"] == pc["mean_pixel_auroc"]
+    assert knn["mean_pixel_auroc"] is None and knn["splits"][0]["pro"] is None
+    assert "| pixel AUROC | PRO |" in res.to_markdown()
+    validate_report(res.to_dict())
+    # no masks: no pixel columns
+    plain = evaluate(_patchcore_tiny(0), splits, X[:20], X[20:], baselines=None)
+    assert plain.estimator.to_dict()["mean_pro"] is None and "PRO" not in plain.to_markdown()
+
+
+def _write_mvtec(root: Path) -> None:
+    from PIL import Image
+
+    from ssad.datasets import make_local_defect_images
+
+    X, y, masks = make_local_defect_images(14, 4, kind="texture", image_size=32, random_state=1)
+    files = [("train/good", i) for i in range(10)] + [("test/good", i) for i in range(10, 14)]
+    files += [("test/scratch", i) for i in range(14, 18)]
+    for folder, i in files:
+        path = root / "widget" / folder / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(X[i]).save(path)
+        if y[i]:
+            mask = root / "widget" / "ground_truth" / "scratch" / f"{i:03d}_mask.png"
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(masks[i] * 255).save(mask)
+
+
+def test_runner_mvtec_pixel_metrics_and_map_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from threadpoolctl import threadpool_limits
+
+    _write_mvtec(tmp_path / "data")
+    register_estimator("patchcore-tiny", _patchcore_tiny, overwrite=True)
+    argv = ["--dataset", "mvtec:widget", "--root", str(tmp_path / "data"), "--quiet", "--plots"]
+    with threadpool_limits(1):  # t-SNE threads spin on a busy machine
+        assert main([*argv, "--estimator", "patchcore-tiny", "--out", str(tmp_path / "out")]) == 0
+    (report,) = tmp_path.joinpath("out").glob("*.json")
+    data = json.loads(report.read_text())
+    assert data["dataset"]["n_test"] == 8
+    est = data["estimator"]
+    assert est["splits"][0]["pixel_auroc"] is not None and est["mean_pro"] is not None
+    assert all(b["mean_pixel_auroc"] is None for b in data["baselines"])
+    assert "PRO" in report.with_suffix(".md").read_text()
+    (maps,) = tmp_path.joinpath("out").glob("*_anomaly_maps.png")
+    assert maps.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_synthetic_local_and_the_patchcore_preset(tmp_path: Path) -> None:
+    preset = available_presets()
+    assert "patchcore-synthetic" in preset and "patchcore-efficientnet" in available_estimators()
+    from ssad.benchmarks import get_preset, run_benchmark
+
+    p = get_preset("patchcore-synthetic")
+    assert (p.dataset, p.estimator) == ("synthetic-local:texture", "patchcore-efficientnet")
+    assert p.ablations["no-coreset"].params == {"coreset_ratio": 1.0}
+    assert "1% coreset" in available_estimators()["patchcore-efficientnet"]
+    register_estimator("patchcore-tiny", _patchcore_tiny, overwrite=True)
+    result, _, data = run_benchmark(
+        "synthetic-local:object",
+        estimator="patchcore-tiny",
+        read_size=32,
+        max_train=12,
+        max_test=10,
+        baselines={},
+        verbose=0,
+    )
+    assert data.masks_test.shape == (10, 32, 32)
+    assert result.estimator.splits[0].pixel_auroc is not None

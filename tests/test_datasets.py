@@ -730,3 +730,73 @@ def test_make_natural_patches():
     assert grey.shape == (3, 8, 8)
     with pytest.raises(ValueError, match="min_scale"):
         make_natural_patches(3, min_scale=0)
+
+
+# ------------------------------------------------------------------ local defects
+
+
+@pytest.mark.parametrize("kind", ["texture", "object"])
+def test_make_local_defect_images(kind):
+    from ssad.datasets import make_local_defect_images
+
+    X, y, masks = make_local_defect_images(5, 6, kind=kind, image_size=(40, 32), random_state=0)
+    assert X.shape == (11, 40, 32, 3) and X.dtype == np.uint8
+    assert y.tolist() == [0] * 5 + [1] * 6
+    assert masks.shape == (11, 40, 32) and masks.dtype == np.uint8
+    assert set(np.unique(masks)) <= {0, 1} and not masks[:5].any()
+    area = masks[5:].mean(axis=(1, 2))
+    assert (area > 0).all() and (area < 0.1).all()  # small and local
+    # the defect changes the image where its mask is
+    again, _, _ = make_local_defect_images(5, 6, kind=kind, image_size=(40, 32), random_state=0)
+    np.testing.assert_array_equal(X, again)
+    grey, _, _ = make_local_defect_images(2, 1, kind=kind, n_channels=1, random_state=1)
+    assert grey.shape == (3, 64, 64)
+    with pytest.raises(ValueError, match="'kind' parameter"):
+        make_local_defect_images(kind="fabric")
+    with pytest.raises(ValueError, match="'image_size' parameter"):
+        make_local_defect_images(image_size=12)
+
+
+def test_load_dataset_synthetic_local_and_masks(tmp_path):
+    from ssad.datasets import load_dataset
+
+    data = load_dataset("synthetic-local:object", read_size=24, random_state=3)
+    assert data.X_train.shape == (200, 24, 24, 3) and not data.y_train.any()
+    assert data.X_test.shape == (200, 24, 24, 3) and data.y_test.sum() == 100
+    assert data.masks_test.shape == (200, 24, 24)
+    assert (data.masks_test.any(axis=(1, 2)) == data.y_test.astype(bool)).all()
+    plain = load_dataset("synthetic-local", read_size=16, random_state=3)
+    texture = load_dataset("synthetic-local:texture", read_size=16, random_state=3)
+    np.testing.assert_array_equal(plain.X_test, texture.X_test)
+    with pytest.raises(ValueError, match="synthetic-local:cloth"):
+        load_dataset("synthetic-local:cloth")
+    assert load_dataset("digits").masks_test is None
+    write_mvtec(tmp_path, "widget", grey=False)
+    mvtec = load_dataset("mvtec:widget", tmp_path)
+    assert mvtec.masks_test.shape == (6, 12, 10) and mvtec.masks_test[2:].any()
+
+
+def test_load_image_folder_masks(tmp_path):
+    rng = np.random.default_rng(4)
+    for cls, n in (("defect", 3), ("good", 7)):
+        for i in range(n):
+            save_png(tmp_path / cls / f"{i}.png", rng.integers(0, 256, (9, 7, 3), dtype=np.uint8))
+    mask = np.zeros((9, 7), dtype=np.uint8)
+    mask[1:4, 2:5] = 255
+    save_png(tmp_path / "masks" / "defect" / "0.png", mask)
+    save_png(tmp_path / "masks" / "defect" / "2_mask.png", mask)
+    data = load_image_folder(tmp_path, mask_folder="masks")
+    assert data.target_names == ["defect", "good"]  # the mask folder is not a class
+    assert data.masks.shape == (10, 9, 7)
+    assert data.masks[[0, 2]].sum() == 2 * 9 and not data.masks[[1, 3, 4]].any()
+    assert "masks" not in load_image_folder(tmp_path / "masks")  # no mask folder asked
+    with pytest.raises(FileNotFoundError, match="mask folder 'labels'"):
+        load_image_folder(tmp_path, mask_folder="labels")
+    save_png(tmp_path / "masks" / "good" / "1.png", np.zeros((5, 5), dtype=np.uint8))
+    with pytest.raises(ValueError, match="mask .* is 5x5"):
+        load_image_folder(tmp_path, mask_folder="masks")
+    (tmp_path / "masks" / "good" / "1.png").unlink()
+    from ssad.datasets import load_dataset
+
+    split = load_dataset("folder", tmp_path, random_state=0)  # finds root/masks itself
+    assert split.masks_test.shape == (2, 9, 7)

@@ -18,7 +18,13 @@ from ssad.benchmarks import evaluate, one_class_splits  # noqa: E402
 from ssad.benchmarks.__main__ import main  # noqa: E402
 from ssad.datasets import make_shape_images  # noqa: E402
 from ssad.features import PixelFeatures  # noqa: E402
-from ssad.plotting import plot_embedding, plot_roc_curves, plot_score_histogram  # noqa: E402
+from ssad.plotting import (  # noqa: E402
+    plot_anomaly_map,
+    plot_anomaly_maps,
+    plot_embedding,
+    plot_roc_curves,
+    plot_score_histogram,
+)
 from ssad.scoring import KNNScorer  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -121,6 +127,27 @@ def test_plot_embedding_errors() -> None:
         plot_embedding(np.zeros((5, 2)), np.zeros(5), method="umap", ax=Figure().subplots())
     with pytest.raises(ValueError, match="one row per label"):
         plot_embedding(np.zeros((5, 2)), np.zeros(4), ax=Figure().subplots())
+
+
+def test_plot_anomaly_maps(tmp_path: Path) -> None:
+    from ssad.datasets import make_local_defect_images
+
+    X, _, masks = make_local_defect_images(1, 3, image_size=16, random_state=0)
+    heat = masks + np.random.default_rng(0).uniform(0, 0.5, size=masks.shape)
+    ax = plot_anomaly_map(X[1], heat[1], masks[1], ax=Figure().subplots(), title="blob")
+    assert len(ax.images) == 2 and ax.get_title() == "blob" and len(ax.collections) >= 1
+    grey = plot_anomaly_map(X[0].mean(axis=2) / 255, heat[0], ax=Figure().subplots())
+    assert grey.images[0].get_cmap().name == "gray"
+    fig = plot_anomaly_maps(X, heat, masks, titles=list("abcd"), n_cols=3, fig=Figure())
+    axes = fig.get_axes()
+    assert len(axes) == 6 and [a.get_title() for a in axes[:4]] == list("abcd")
+    assert {a.images[1].get_clim() for a in axes[:4]} == {(float(heat.min()), float(heat.max()))}
+    fig.savefig(tmp_path / "maps.png")
+    assert (tmp_path / "maps.png").read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="one height and width"):
+        plot_anomaly_map(X[0], heat[0, :8], ax=Figure().subplots())
+    with pytest.raises(ValueError, match="expected one each"):
+        plot_anomaly_maps(X[:2], heat, fig=Figure())
 
 
 def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

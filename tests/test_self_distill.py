@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn.utils import estimator_checks as sk_checks
 
-from ssad.benchmarks import select_by_sensitivity, sensitivity_score
 from ssad.detectors.self_distill import SelfDistillNegDetector
+from ssad.model_selection import select_by_sensitivity, sensitivity_score
 from ssad.utils.estimator_checks import SKLEARN_GENERIC_CHECKS, check_image_detector
 
 TINY = {

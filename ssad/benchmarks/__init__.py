@@ -2,32 +2,22 @@
 
 Not imported by ``import ssad``; use ``import ssad.benchmarks``.
 
-Protocols yield :class:`Split` objects (indices over the training and test
-sets, and which test images are anomalies); :func:`evaluate` fits a clone of
-an estimator, its ablations and the baselines on each split and reports
-AUROC (anomalies positive: ``roc_auc_score(is_anomaly, -score_samples)``),
-average precision, the sensitivity score, times, images/s and peak memory.
+Protocols (:func:`one_class_splits`, :func:`leave_one_out_splits`,
+:func:`contaminated_splits`, :func:`dataset_vs_dataset`) yield :class:`Split`
+objects: indices over the training and test sets, and which test images are
+anomalies.  :func:`evaluate` fits a clone of an estimator, its ablations and
+the baselines (:func:`default_baselines`; :class:`FromFitted` rows are scored
+from the estimator's own fit) on each split and reports AUROC (anomalies
+positive: ``roc_auc_score(is_anomaly, -score_samples)``), average precision,
+the sensitivity score (:mod:`ssad.model_selection`), pixel AUROC and PRO where
+the data have masks (:mod:`ssad.metrics`), times, images/s and peak memory.
 Every report has a ``knn-frozen`` row: kNN on the untrained backbone's
 features, which says whether a method's training helps.  A paper's table is
-a :class:`Preset` (data, protocol, method, ablations, baselines):
-``python -m ssad.benchmarks --preset NAME`` runs it and writes JSON (schema:
-``schema.json``) and Markdown; ``--list`` shows estimators and presets.
-
-=====================================  ==========================================
-:func:`one_class_splits`               fit on one class, the others are anomalies
-:func:`leave_one_out_splits`           fit on all classes but one, the anomaly
-:func:`contaminated_splits`            one-class with unlabeled anomalies in training
-:func:`dataset_vs_dataset`             another data set's test images are anomalies
-:func:`evaluate`                       estimator + ablations + baselines over the splits
-:func:`default_baselines`              knn-frozen, knn-embeddings, pixel baselines
-:class:`FromFitted`                    a row scored from the estimator's own fit
-:func:`sensitivity_score`              held-out training vs test images (no anomalies)
-:func:`select_by_sensitivity`          pick a hyperparameter by the sensitivity score
-:func:`register_estimator`             add a name for ``--estimator``
-:class:`Preset`, :func:`register_preset`  a paper's benchmark as data
-:func:`run_benchmark`, :func:`run_preset`  what the command line runs
-:func:`write_report`                   JSON + Markdown (+ PNG) files of a result
-=====================================  ==========================================
+a :class:`Preset` (:func:`register_preset`; estimators by name:
+:func:`register_estimator`): ``python -m ssad.benchmarks --preset NAME``
+(:func:`run_preset`, :func:`run_benchmark`) runs it and writes JSON (schema:
+``schema.json``), Markdown and PNG plots (:func:`write_report`); ``--list``
+shows estimators and presets.
 """
 
 from ssad.benchmarks import _speed  # noqa: F401  (registers the speed preset's estimators)
@@ -35,14 +25,11 @@ from ssad.benchmarks._evaluate import (
     EvaluationResult,
     FromFitted,
     ModelResult,
-    SensitivitySelection,
     SplitResult,
     WithFitParams,
     default_baselines,
     evaluate,
     json_safe,
-    select_by_sensitivity,
-    sensitivity_score,
 )
 from ssad.benchmarks._presets import (
     Preset,
@@ -72,12 +59,18 @@ from ssad.benchmarks._runner import (
 )
 from ssad.benchmarks._schema import load_schema, validate_report
 
+# moved to ssad.model_selection; importable from here as before
+from ssad.model_selection import (  # noqa: F401
+    SensitivitySelection,
+    select_by_sensitivity,
+    sensitivity_score,
+)
+
 __all__ = [
     "EvaluationResult",
     "FromFitted",
     "ModelResult",
     "Preset",
-    "SensitivitySelection",
     "Split",
     "SplitResult",
     "Variant",
@@ -100,8 +93,6 @@ __all__ = [
     "report_stem",
     "run_benchmark",
     "run_preset",
-    "select_by_sensitivity",
-    "sensitivity_score",
     "validate_report",
     "write_report",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 
 from ssad.benchmarks._presets import available_presets
 from ssad.benchmarks._registry import available_estimators
-from ssad.benchmarks._runner import PROTOCOLS, run_benchmark, run_preset, write_report
+from ssad.benchmarks._runner import PROTOCOLS, SETTINGS, run_benchmark, run_preset, write_report
 from ssad.datasets import DATASETS
 
 __all__ = ["build_parser", "main"]
@@ -84,12 +84,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.list:
-        print("estimators (--estimator):")
-        for name, text in available_estimators().items():
-            print(f"  {name:28s} {text}")
-        print("presets (--preset):")
-        for name, text in available_presets().items():
-            print(f"  {name:28s} {text}")
+        for title, names in (
+            ("estimators (--estimator)", available_estimators()),
+            ("presets (--preset)", available_presets()),
+        ):
+            print(f"{title}:")
+            for name, text in names.items():
+                print(f"  {name:28s} {text}")
         return 0
     if (args.preset is None) == (args.dataset is None):
         parser.error("give either --preset NAME or --dataset NAME (with --estimator)")
@@ -107,48 +108,21 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
         import matplotlib
 
         matplotlib.use("Agg")
-    common = {
-        "classes": args.classes,
-        "max_train": args.max_train,
-        "max_test": args.max_test,
-        "image_size": args.image_size,
-        "n_epochs": args.n_epochs,
-        "sensitivity_holdout": args.sensitivity_holdout,
-        "params": args.params,
-        "seed": args.seed,
-        "root": args.root,
-        "ood_root": args.ood_root,
-        "read_size": args.read_size,
-        "out": args.out,
-        "overwrite": args.overwrite,
-        "verbose": 0 if args.quiet else 1,
-        "command": argv,
-    }
+    keys = ("classes", "seed", "root", "ood_root", "read_size", "out", "overwrite", "params")
+    common = {k: getattr(args, k) for k in (*keys, *SETTINGS)}
+    common.update(verbose=0 if args.quiet else 1, command=argv)
     try:
         if args.preset is not None:
             runs: Iterable[tuple[Any, Any, Any]] = run_preset(
                 args.preset, ratios=args.ratios, **common
             )
         else:
-            runs = [
-                run_benchmark(
-                    args.dataset,
-                    protocol=args.protocol,
-                    estimator=args.estimator or "knn-pixels",
-                    ratio=args.ratio,
-                    ood_dataset=args.ood_dataset,
-                    **common,
-                )
-            ]
+            what = {"protocol": args.protocol, "estimator": args.estimator or "knn-pixels"}
+            what.update(ratio=args.ratio, ood_dataset=args.ood_dataset)
+            runs = [run_benchmark(args.dataset, **what, **common)]
         for result, estimator, data in runs:
-            paths = write_report(
-                result,
-                args.out,
-                plots=args.plots,
-                estimator=estimator,
-                data=data,
-                overwrite=args.overwrite,
-            )
+            report = {"plots": args.plots, "estimator": estimator, "data": data}
+            paths = write_report(result, args.out, overwrite=args.overwrite, **report)
             if not args.quiet:
                 print(result.to_markdown())
                 print("Wrote " + ", ".join(str(p) for p in paths))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import math
@@ -27,6 +28,8 @@ from ssad.benchmarks._env import environment
 from ssad.benchmarks._protocols import Split
 from ssad.benchmarks._registry import make_estimator
 from ssad.features import PixelFeatures, TimmFeatures
+from ssad.metrics import pixel_roc_auc_score, pro_score
+from ssad.model_selection import _embedder, _held_out_auroc, _scorer_of
 from ssad.scoring import KNNScorer
 
 __all__ = [
@@ -34,14 +37,11 @@ __all__ = [
     "EvaluationResult",
     "FromFitted",
     "ModelResult",
-    "SensitivitySelection",
     "SplitResult",
     "WithFitParams",
     "default_baselines",
     "evaluate",
     "json_safe",
-    "select_by_sensitivity",
-    "sensitivity_score",
 ]
 
 logger = logging.getLogger(__name__)
@@ -137,12 +137,10 @@ def _status_mb(key: str) -> float | None:
     """A memory line of /proc/self/status (Linux), in MiB."""
     try:
         with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return float(line.split()[1]) / 1024.0  # kB
+            line = next((line for line in fh if line.startswith(key + ":")), None)
     except OSError:
         return None
-    return None
+    return None if line is None else float(line.split()[1]) / 1024.0  # kB
 
 
 class _PeakMemory:
@@ -156,12 +154,9 @@ class _PeakMemory:
     def __enter__(self) -> _PeakMemory:
         self.before_mb = _status_mb("VmRSS")
         self.method = "ru_maxrss"
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
+        with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
             self.method = "VmHWM" if _status_mb("VmHWM") is not None else "ru_maxrss"
-        except OSError:
-            pass
         self.cuda = bool(torch.cuda.is_available() and torch.cuda.is_initialized())
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -207,6 +202,9 @@ class SplitResult:
         not written to JSON.
     sensitivity : float or None, default=None
         The sensitivity score (:func:`sensitivity_score`) when requested.
+    pixel_auroc, pro : float or None, default=None
+        Pixel AUROC and PRO (:mod:`ssad.metrics`) of the model's
+        ``anomaly_map`` when the test images have masks.
 
     Examples
     --------
@@ -233,6 +231,8 @@ class SplitResult:
     is_anomaly: np.ndarray = field(repr=False)
     scores: np.ndarray = field(repr=False)
     sensitivity: float | None = None
+    pixel_auroc: float | None = None
+    pro: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as a JSON-safe dict (``schema.json``, ``$defs/split``), without scores."""
@@ -244,8 +244,12 @@ class SplitResult:
 
 _SPLIT_KEYS = (
     "name n_train n_test n_anomalies n_train_anomalies auroc average_precision fit_seconds "
-    "score_seconds peak_rss_mb peak_cuda_mb rss_before_mb sensitivity"
+    "score_seconds peak_rss_mb peak_cuda_mb rss_before_mb sensitivity pixel_auroc pro"
 ).split()
+
+
+#: Split measures averaged over the splits as ``mean_<name>`` (None where no split has one).
+_MEANS = ("average_precision", "sensitivity", "pixel_auroc", "pro")
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -307,8 +311,7 @@ class ModelResult:
             "params": self.params,
             "from_fitted": self.from_fitted,
             "mean_auroc": self.mean_auroc,
-            "mean_average_precision": _mean([x.average_precision for x in s]),
-            "mean_sensitivity": _mean([x.sensitivity for x in s]),
+            **{f"mean_{k}": _mean([getattr(x, k) for x in s]) for k in _MEANS},
             "fit_seconds": fit_s,
             "score_seconds": score_s,
             "fit_images_per_s": sum(x.n_train for x in s) / max(fit_s, 1e-9),
@@ -382,12 +385,11 @@ class EvaluationResult:
 
     def sensitivity_correlation(self) -> float | None:
         """Spearman correlation of mean sensitivity and mean AUROC over the rows that have both."""
-        rows = [m.to_dict() for m in self.models]
-        pairs = [(r["mean_sensitivity"], r["mean_auroc"]) for r in rows]
-        pairs = [p for p in pairs if p[0] is not None]
+        rows = [(_mean([x.sensitivity for x in m.splits]), m.mean_auroc) for m in self.models]
+        pairs = [row for row in rows if row[0] is not None]
         if len(pairs) < 3:
             return None
-        rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+        rho = spearmanr(*zip(*pairs)).statistic
         return None if not np.isfinite(rho) else float(rho)
 
     def to_dict(self) -> dict[str, Any]:
@@ -416,27 +418,29 @@ class EvaluationResult:
         for i, split in enumerate(self.estimator.splits):
             row = [f"{100 * m.splits[i].auroc:.1f}" for m in models]
             lines.append(f"| {split.name} | " + " | ".join(row) + " |")
-        lines.append(
-            "| **mean AUROC** | "
-            + " | ".join(f"**{100 * m.mean_auroc:.1f}**" for m in models)
-            + " |"
-        )
+        means = " | ".join(f"**{100 * m.mean_auroc:.1f}**" for m in models)
+        lines.append(f"| **mean AUROC** | {means} |")
+        rows = [m.to_dict() for m in models]
+        pixel = {"mean_pixel_auroc": "pixel AUROC", "mean_pro": "PRO"}
+        extra = [k for k in pixel if any(d[k] is not None for d in rows)]
         head = "| model | role | mean AUROC | mean AP | sensitivity | fit s | score s | "
-        lines += ["", head + "fit img/s | peak RSS MiB |", "|---|---|" + "---:|" * 7]
-        for label, m in zip(labels, models):
-            d = m.to_dict()
-            sens = "-" if d["mean_sensitivity"] is None else f"{100 * d['mean_sensitivity']:.1f}"
+        head += "".join(f"{pixel[k]} | " for k in extra)
+        lines += ["", head + "fit img/s | peak RSS MiB |", "|---|---|" + "---:|" * (7 + len(extra))]
+
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{100 * value:.1f}"
+
+        for label, m, d in zip(labels, models, rows):
             lines.append(
                 f"| {label} | {m.role} | {100 * d['mean_auroc']:.1f} | "
-                f"{100 * (d['mean_average_precision'] or 0):.1f} | {sens} | "
+                f"{100 * (d['mean_average_precision'] or 0):.1f} | {pct(d['mean_sensitivity'])} | "
                 f"{d['fit_seconds']:.1f} | {d['score_seconds']:.1f} | "
-                f"{d['fit_images_per_s']:.0f} | {d['peak_rss_mb']:.0f} |"
+                + "".join(f"{pct(d[k])} | " for k in extra)
+                + f"{d['fit_images_per_s']:.0f} | {d['peak_rss_mb']:.0f} |"
             )
         lines.append("")
         if any(m.from_fitted for m in models):
-            lines.append(
-                "† scored from the estimator's fit and embeddings (no training of its own)."
-            )
+            lines.append("† scored from the estimator's fit and embeddings (no fit of their own).")
         rho = self.sensitivity_correlation()
         if rho is not None:
             lines.append(f"Spearman correlation of sensitivity and AUROC over the rows: {rho:.2f}.")
@@ -531,20 +535,6 @@ class WithFitParams:
     fit_params: Mapping[str, Any]
 
 
-def _embedder(fitted: Any) -> Callable[[Any], np.ndarray] | None:
-    """The embedding function of a fitted estimator (pipeline head or ``transform``)."""
-    if isinstance(fitted, Pipeline):
-        return fitted[:-1].transform if len(fitted.steps) > 1 else None
-    return getattr(fitted, "transform", None)
-
-
-def _scorer_of(fitted: Any) -> Any:
-    """The scorer on the embeddings of a fitted estimator (pipeline's last step or ``scorer_``)."""
-    if isinstance(fitted, Pipeline):
-        return fitted[-1] if len(fitted.steps) > 1 else None
-    return getattr(fitted, "scorer_", None)
-
-
 def _frozen_features(estimator: Any) -> TimmFeatures | None:
     if hasattr(estimator, "frozen_features"):
         return estimator.frozen_features()
@@ -631,9 +621,7 @@ def _take(X: Any, idx: np.ndarray) -> Any:
     """Images of ``X`` at ``idx`` (arrays, tensors, ImageSets and lists)."""
     if hasattr(X, "subset"):
         return X.subset(idx)
-    if isinstance(X, (list, tuple)):
-        return [X[i] for i in idx]
-    return X[idx]
+    return [X[i] for i in idx] if isinstance(X, (list, tuple)) else X[idx]
 
 
 def _metrics(is_anomaly: np.ndarray, scores: Any) -> tuple[float, float]:
@@ -646,25 +634,6 @@ def _metrics(is_anomaly: np.ndarray, scores: Any) -> tuple[float, float]:
         float(roc_auc_score(is_anomaly, -scores)),
         float(average_precision_score(is_anomaly, -scores)),
     )
-
-
-def _held_out_auroc(
-    Z_fit: np.ndarray, Z_in: np.ndarray, scorer: Any, n_holdout: int, seed: int
-) -> float:
-    """The sensitivity score from training and in-distribution test embeddings."""
-    n = Z_fit.shape[0]
-    if not 1 <= n_holdout < n:
-        raise ValueError(
-            f"The 'n_holdout' parameter of sensitivity_score must be an int in the range "
-            f"[1, {n - 1}] (fewer than the {n} training images). Got {n_holdout!r} instead."
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    held, kept = perm[:n_holdout], perm[n_holdout:]
-    reference = clone(scorer).fit(Z_fit[kept])
-    s_held = np.asarray(reference.score_samples(Z_fit[held]), dtype=np.float64)
-    s_in = np.asarray(reference.score_samples(Z_in), dtype=np.float64)
-    labels = np.r_[np.zeros(len(s_held)), np.ones(len(s_in))]
-    return float(roc_auc_score(labels, -np.r_[s_held, s_in]))
 
 
 @dataclass
@@ -683,11 +652,22 @@ class _SplitRun:
     is_anomaly: np.ndarray
     sensitivity_holdout: int | None
     seed: int
+    masks: np.ndarray | None = None
     fitted: Any = None
+    last: Any = None
     Z: tuple[np.ndarray, np.ndarray] | None = None
+
+    def pixel_metrics(self) -> tuple[float | None, float | None]:
+        """Pixel AUROC and PRO of the last row's anomaly maps (None without masks or maps)."""
+        masks, has_maps = self.masks, hasattr(self.last, "anomaly_map")
+        if masks is None or not masks.any() or masks.all() or not has_maps:
+            return None, None
+        maps = self.last.anomaly_map(self.X_score)
+        return pixel_roc_auc_score(masks, maps), pro_score(masks, maps)
 
     def run(self, row: _Row) -> tuple[np.ndarray, float, float, float | None]:
         """Scores, fit and score seconds, and sensitivity of a row."""
+        self.last = None
         if isinstance(row.model, FromFitted):
             if self.Z is None:  # the estimator's embeddings, once for all such rows
                 self.Z = self._embeddings(self.fitted, row.name)
@@ -704,6 +684,7 @@ class _SplitRun:
         scores = np.asarray(est.score_samples(self.X_score), np.float64)
         fit_s, score_s = fitted_at - start, time.perf_counter() - fitted_at
         scorer, Z = _scorer_of(est), None
+        self.last = est
         if row.role == "estimator":
             self.fitted = est
         if self.sensitivity_holdout is not None and scorer is not None:
@@ -735,6 +716,7 @@ def evaluate(
     baselines: Mapping[str, Any] | Literal["auto"] | None = "auto",
     name: str | None = None,
     sensitivity_holdout: int | None = None,
+    masks: Any = None,
     random_state: int | None = None,
     metadata: Mapping[str, Any] | None = None,
     verbose: int = 0,
@@ -778,8 +760,8 @@ def evaluate(
     Returns
     -------
     EvaluationResult
-        Per-split and mean AUROC, average precision, sensitivity, times,
-        images per second and peak memory of every row.
+        Per-split and mean AUROC, average precision, sensitivity, pixel
+        AUROC and PRO, times, images per second and peak memory of every row.
 
     Raises
     ------
@@ -813,36 +795,25 @@ def evaluate(
         raise TypeError("protocol_splits must yield Split objects.")
     name = name if name is not None else type(estimator).__name__
     skipped: dict[str, str] = {}
-    if isinstance(baselines, str):
-        if baselines != "auto":
-            raise ValueError(
-                "The 'baselines' parameter of evaluate must be 'auto', None or a mapping of "
-                f"names to estimators. Got {baselines!r} instead."
-            )
+    if isinstance(baselines, str) and baselines == "auto":
         baselines, skipped = default_baselines(estimator, random_state)
     elif baselines is not None and not isinstance(baselines, Mapping):
+        got = repr(baselines) if isinstance(baselines, str) else f"a {type(baselines).__name__}"
         raise ValueError(
             "The 'baselines' parameter of evaluate must be 'auto', None or a mapping of names "
-            f"to estimators. Got an object of type {type(baselines).__name__} instead."
+            f"to estimators. Got {got} instead."
         )
     rows = [_Row(name, "estimator", estimator)]
     rows += [_Row(str(k), "ablation", v) for k, v in (ablations or {}).items()]
     rows += [_Row(str(k), "baseline", v) for k, v in (baselines or {}).items()]
-    results = [
-        ModelResult(
-            r.name,
-            r.role,
-            name,
-            {"scored from": name, "how": r.model.description},
-            "VmHWM",
-            from_fitted=True,
-        )
-        if isinstance(r.model, FromFitted)
-        else ModelResult(
-            r.name, r.role, _class_path(_estimator_of(r.model)), _params(r.model), "VmHWM"
-        )
-        for r in rows
-    ]
+    results = []
+    for r in rows:
+        if isinstance(r.model, FromFitted):
+            how = {"scored from": name, "how": r.model.description}
+            results.append(ModelResult(r.name, r.role, name, how, "VmHWM", from_fitted=True))
+        else:
+            path, params = _class_path(_estimator_of(r.model)), _params(r.model)
+            results.append(ModelResult(r.name, r.role, path, params, "VmHWM"))
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     with tqdm(total=len(splits) * len(rows), disable=verbose <= 0, file=sys.stderr) as bar:
@@ -853,6 +824,7 @@ def evaluate(
                 np.asarray(split.is_anomaly, dtype=bool),
                 sensitivity_holdout,
                 base_seed + i,
+                None if masks is None else np.asarray(masks)[split.test_idx],
             )
             for row, result in zip(rows, results):
                 bar.set_description(f"{split.name} | {row.name}")
@@ -879,6 +851,7 @@ def evaluate(
                         sensitivity,
                     )
                 )
+                result.splits[-1].pixel_auroc, result.splits[-1].pro = ctx.pixel_metrics()
                 logger.info("%s | %s: AUROC %.4f, fit %.1f s", split.name, row.name, auroc, fit_s)
                 bar.set_postfix(auroc=f"{auroc:.3f}")
                 bar.update(1)
@@ -891,184 +864,3 @@ def evaluate(
         environment=environment(),
         created=created,
     )
-
-
-# -- sensitivity score ----------------------------------------------------------------------
-
-
-def sensitivity_score(
-    estimator: Any,
-    X_train: Any,
-    X_test_in: Any,
-    n_holdout: int,
-    random_state: int | np.random.RandomState | None = None,
-) -> float:
-    """Sensitivity score (SSL-SDN, Rafiee et al., section 3.4): a check that needs no anomaly.
-
-    A clone of the estimator is fitted on **all** training images.
-    ``n_holdout`` of them (B in the paper), drawn at random, are then left
-    out of the final scorer's reference set only: the scorer is refitted on
-    the embeddings of the other training images.  The score is the AUROC of
-    telling the held-out training images (label 0) from the in-distribution
-    test images (label 1): ``roc_auc_score(labels, -scores)``.
-
-    Parameters
-    ----------
-    estimator : estimator
-        A pipeline ending in a scorer, or an ssad detector (``transform`` and
-        ``scorer_``): anything whose fitted form splits into embeddings and
-        a scorer on them.
-    X_train : images
-        The training images (normal data).
-    X_test_in : images
-        In-distribution test images.
-    n_holdout : int
-        Number of training images held out of the reference set, in
-        ``[1, n_train - 1]``.
-    random_state : int, RandomState instance or None, default=None
-        Draws the held-out images.
-
-    Returns
-    -------
-    float
-        The AUROC.  A model whose representation memorises its training
-        images places the held-out ones (seen in training) closer to the
-        reference set than unseen test images: the score is then well above
-        0.5.  The paper selects hyperparameters by maximising it.
-
-    Raises
-    ------
-    ValueError
-        If ``n_holdout`` is out of range, or the fitted estimator does not
-        split into embeddings and a scorer.
-
-    Notes
-    -----
-    The AUROC of two samples of sizes ``B`` and ``n`` from one distribution
-    has a standard deviation of about ``sqrt((B + n + 1) / (12 B n))``; use a
-    ``n_holdout`` of a few hundred so that differences are not noise.
-
-    Examples
-    --------
-    >>> from sklearn.pipeline import make_pipeline
-    >>> from ssad.benchmarks import sensitivity_score
-    >>> from ssad.datasets import make_anomaly_images
-    >>> from ssad.features import PixelFeatures
-    >>> from ssad.scoring import KNNScorer
-    >>> X, _ = make_anomaly_images(300, 0, image_size=16, random_state=0)
-    >>> s = sensitivity_score(make_pipeline(PixelFeatures(), KNNScorer()),
-    ...                       X[:200], X[200:], n_holdout=100, random_state=0)
-    >>> 0.35 < s < 0.65
-    True
-    """
-    if isinstance(n_holdout, bool) or not isinstance(n_holdout, (int, np.integer)):
-        raise ValueError(f"The 'n_holdout' parameter must be an int. Got {n_holdout!r} instead.")
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    fitted = clone(estimator).fit(X_train)
-    transform, scorer = _embedder(fitted), _scorer_of(fitted)
-    if transform is None or scorer is None:
-        raise ValueError(
-            f"sensitivity_score needs an estimator that splits into embeddings and a scorer "
-            f"(a pipeline ending in a scorer, or a detector with transform and scorer_); "
-            f"got {type(estimator).__name__}."
-        )
-    Z_fit, Z_in = np.asarray(transform(X_train)), np.asarray(transform(X_test_in))
-    return _held_out_auroc(Z_fit, Z_in, scorer, int(n_holdout), seed)
-
-
-@dataclass
-class SensitivitySelection:
-    """What :func:`select_by_sensitivity` returns.
-
-    Parameters
-    ----------
-    best_value : object
-        The value with the highest sensitivity score (the first on ties).
-    best_sensitivity : float
-        Its sensitivity score.
-    table : list of dict
-        ``{"value": ..., "sensitivity": ...}`` for every value, in order.
-
-    Examples
-    --------
-    >>> from ssad.benchmarks import SensitivitySelection
-    >>> SensitivitySelection(3, 0.71, [{"value": 3, "sensitivity": 0.71}]).best_value
-    3
-    """
-
-    best_value: Any
-    best_sensitivity: float
-    table: list[dict[str, Any]]
-
-
-def select_by_sensitivity(
-    estimator: Any,
-    param_name: str,
-    values: Sequence[Any],
-    X_train: Any,
-    X_test_in: Any,
-    n_holdout: int,
-    random_state: int | np.random.RandomState | None = None,
-) -> SensitivitySelection:
-    """Choose a hyperparameter without anomaly labels: the highest sensitivity score.
-
-    For each value, ``estimator.set_params(**{param_name: value})`` and
-    :func:`sensitivity_score`, with the same held-out images for every value.
-    The paper (Rafiee et al., section 3.4) keeps the hyperparameters whose
-    score is highest.
-
-    Parameters
-    ----------
-    estimator : estimator
-        As in :func:`sensitivity_score`, with ``set_params``.
-    param_name : str
-        The parameter to vary (``step__param`` for pipelines).
-    values : sequence
-        Candidate values, at least one.
-    X_train, X_test_in : images
-        Training and in-distribution test images.
-    n_holdout : int
-        Number of held-out training images.
-    random_state : int, RandomState instance or None, default=None
-        Draws the held-out images (once, for all values).
-
-    Returns
-    -------
-    SensitivitySelection
-        The chosen value, its score and the table of all scores.
-
-    Raises
-    ------
-    ValueError
-        If ``values`` is empty or ``param_name`` is not a parameter.
-
-    Examples
-    --------
-    >>> from sklearn.pipeline import make_pipeline
-    >>> from ssad.benchmarks import select_by_sensitivity
-    >>> from ssad.datasets import make_anomaly_images
-    >>> from ssad.features import PixelFeatures
-    >>> from ssad.scoring import KNNScorer
-    >>> X, _ = make_anomaly_images(200, 0, image_size=16, random_state=0)
-    >>> sel = select_by_sensitivity(make_pipeline(PixelFeatures(), KNNScorer()),
-    ...                             "knnscorer__n_neighbors", [1, 5], X[:150], X[150:],
-    ...                             n_holdout=50, random_state=0)
-    >>> sel.best_value in (1, 5), len(sel.table)
-    (True, 2)
-    """
-    values = list(values)
-    if not values:
-        raise ValueError("values must hold at least one candidate value.")
-    seed = (  # an int goes through as it is: the same draw as sensitivity_score(..., seed)
-        int(random_state)
-        if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)
-        else int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    )
-    table = []
-    for value in values:
-        candidate = clone(estimator).set_params(**{param_name: value})
-        score = sensitivity_score(candidate, X_train, X_test_in, n_holdout, seed)
-        logger.info("%s=%r: sensitivity %.4f", param_name, value, score)
-        table.append({"value": value, "sensitivity": score})
-    best = max(table, key=lambda row: row["sensitivity"])
-    return SensitivitySelection(best["value"], float(best["sensitivity"]), table)

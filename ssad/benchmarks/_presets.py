@@ -316,6 +316,20 @@ for _preset in [
         for data in ("mnist-5k", "fashion-mnist")
     ],
     Preset(
+        "patchcore-synthetic",
+        "PatchCore-1% (EfficientNet-Lite0) on synthetic local texture defects: image AUROC, "
+        "pixel AUROC and PRO; without coreset (brute-force patch kNN); knn-frozen (image-level)",
+        "synthetic-local:texture",
+        "one-class",
+        "patchcore-efficientnet",
+        ablations={
+            "no-coreset": Variant(
+                {"coreset_ratio": 1.0}, description="brute-force patch kNN: every training patch"
+            ),
+        },
+        image_size=128,
+    ),
+    Preset(
         "speed",
         "Cost of the embedder: DINOFeatures ViT-S/16 (random weights) + kNN against the same "
         "model in a plain timm loop + kNN; compare the fit and score img/s columns",

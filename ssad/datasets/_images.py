@@ -86,3 +86,26 @@ def read_images(
             arr = np.asarray(Image.fromarray(arr).resize((width, height), resample=resample))
         out[i] = arr
     return out
+
+
+def read_masks(
+    images: Sequence[Path],
+    masks: Sequence[Path | None],
+    image_infos: Sequence[tuple[str, tuple[int, int]]],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """Binary masks ``(n, *size)`` uint8 of ``images``: 1 where a mask file is nonzero,
+    all 0 where it is None; a mask must have its image's size (``image_infos``)."""
+    out = np.zeros((len(images), *size), dtype=np.uint8)
+    for i, (image, mask, (_, image_hw)) in enumerate(zip(images, masks, image_infos)):
+        if mask is None:
+            continue
+        ((_, mask_hw),) = probe_images([mask])
+        if mask_hw != image_hw:
+            raise ValueError(
+                f"The mask '{mask}' is {mask_hw[0]}x{mask_hw[1]} (height x width) but its "
+                f"image '{image}' is {image_hw[0]}x{image_hw[1]}."
+            )
+        arr = read_images([mask], grey=True, size=size, resample=NEAREST)[0]
+        out[i] = arr > 0
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,11 @@ from sklearn.utils import Bunch
 from ._common import PathLike, as_path, check_image_size, missing_file_error, missing_root_error
 from ._images import (
     IMAGE_EXTENSIONS,
-    NEAREST,
     all_grey,
     common_size,
     probe_images,
     read_images,
+    read_masks,
 )
 
 __all__ = ["load_mvtec_ad"]
@@ -230,7 +229,7 @@ def load_mvtec_ad(
         size = common_size(train_files + test_files, infos, func=func)
     X_train = read_images(train_files, grey=grey, size=size)
     X_test = read_images(test_files, grey=grey, size=size)
-    masks = _read_masks(test_files, mask_files, infos[len(train_files) :], size)
+    masks = read_masks(test_files, mask_files, infos[len(train_files) :], size)
     y_test = np.array([d != "good" for d in defect_types], dtype=np.int64)
     logger.info(
         "Loaded MVTec AD '%s' from %s: %d training and %d test images (%d defective) of size %s.",
@@ -256,24 +255,3 @@ def load_mvtec_ad(
             category=category, defects=[d for d in defects if d != "good"], root=cat_dir
         ),
     )
-
-
-def _read_masks(
-    images: Sequence[Path],
-    masks: Sequence[Path | None],
-    image_infos: Sequence[tuple[str, tuple[int, int]]],
-    size: tuple[int, int],
-) -> np.ndarray:
-    out = np.zeros((len(images), *size), dtype=np.uint8)
-    for i, (image, mask, (_, image_hw)) in enumerate(zip(images, masks, image_infos)):
-        if mask is None:
-            continue
-        ((_, mask_hw),) = probe_images([mask])
-        if mask_hw != image_hw:
-            raise ValueError(
-                f"The mask '{mask}' is {mask_hw[0]}x{mask_hw[1]} (height x width) but its "
-                f"image '{image}' is {image_hw[0]}x{image_hw[1]}."
-            )
-        arr = read_images([mask], grey=True, size=size, resample=NEAREST)[0]
-        out[i] = arr > 0
-    return out

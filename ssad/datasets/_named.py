@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -13,6 +14,7 @@ from ._cifar import load_cifar10, load_cifar100
 from ._folders import load_image_folder
 from ._idx import load_fashion_mnist, load_mnist
 from ._mvtec import load_mvtec_ad
+from ._synthetic import LOCAL_DEFECT_KINDS, make_local_defect_images
 
 __all__ = ["DATASETS", "load_dataset"]
 
@@ -26,7 +28,11 @@ DATASETS = (
     "digits",
     "mvtec:<category>",
     "folder",
+    "synthetic-local:<texture|object>",
 )
+
+#: Images of the synthetic local-defect sets: training (normal), test normal, test defective.
+SYNTHETIC_LOCAL_SIZES = (200, 100, 100)
 
 #: Share of the images that forms the test split of data sets that have none.
 TEST_SIZE = 0.2
@@ -52,9 +58,31 @@ def _split_xy(data: Bunch, random_state: int, name: str) -> Bunch:
         y_train=data.y[train],
         X_test=data.X[test],
         y_test=data.y[test],
+        masks_test=data.masks[test] if "masks" in data else None,
         target_names=list(data.target_names),
         split=f"stratified {100 * (1 - TEST_SIZE):.0f}/{100 * TEST_SIZE:.0f} split of the "
         f"{len(idx)} images of {name} (random_state={random_state})",
+    )
+
+
+def _synthetic_local(kind: str, read_size: int | None, random_state: int) -> Bunch:
+    if kind not in LOCAL_DEFECT_KINDS:
+        raise ValueError(
+            f"Unknown dataset 'synthetic-local:{kind}'; the kinds are {list(LOCAL_DEFECT_KINDS)}."
+        )
+    n_train, n_good, n_defect = SYNTHETIC_LOCAL_SIZES
+    X, y, masks = make_local_defect_images(
+        n_train + n_good, n_defect, kind=kind, image_size=read_size or 64, random_state=random_state
+    )
+    return Bunch(
+        X_train=X[:n_train],
+        y_train=y[:n_train],
+        X_test=X[n_train:],
+        y_test=y[n_train:],
+        masks_test=masks[n_train:],
+        target_names=["good", "defect"],
+        split=f"make_local_defect_images(kind={kind!r}, random_state={random_state}): "
+        f"{n_train} normal training images; {n_good} normal and {n_defect} defective test images",
     )
 
 
@@ -72,22 +100,31 @@ def load_dataset(
     name : str
         One of :data:`DATASETS`: ``fashion-mnist``, ``mnist``, ``mnist-5k``,
         ``cifar10``, ``cifar100`` (20 coarse classes), ``digits``,
-        ``mvtec:<category>`` (e.g. ``mvtec:bottle``) or ``folder`` (a folder
-        per class).
+        ``mvtec:<category>`` (e.g. ``mvtec:bottle``), ``folder`` (a folder
+        per class; defect masks from its ``masks`` sub-folder when there is
+        one, see :func:`load_image_folder`) or ``synthetic-local:texture`` /
+        ``synthetic-local:object`` (``synthetic-local`` alone: texture), images
+        with small defects made by :func:`make_local_defect_images` (200
+        normal training images; 100 normal and 100 defective test images of
+        64 pixels, or ``read_size``).
     root : path-like, default=None
         Folder of the files; needed except for ``fashion-mnist`` (default
         ``/usr/share/datasets/fashion-mnist``), ``mnist-5k`` and ``digits``.
     read_size : int, default=None
-        Resize images to this side when reading (``mvtec:*`` and ``folder``).
+        Resize images to this side when reading (``mvtec:*`` and ``folder``),
+        or the side of the ``synthetic-local`` images.
     random_state : int, default=0
         Seeds the stratified 80/20 split of sets without a test split
-        (``mnist-5k``, ``digits``, ``folder``).
+        (``mnist-5k``, ``digits``, ``folder``) and the ``synthetic-local``
+        images.
 
     Returns
     -------
     Bunch
         ``X_train, y_train, X_test, y_test`` (uint8 images, int64 labels),
-        ``target_names`` and ``split`` (how the split was made, or None).
+        ``masks_test`` (uint8 ``(n_test, H, W)`` defect masks, or None when
+        the data set has none), ``target_names`` and ``split`` (how the split
+        was made, or None).
 
     Raises
     ------
@@ -118,8 +155,12 @@ def load_dataset(
     elif name == "mnist-5k":
         return _split_xy(load_mnist_5k(), random_state, name)
     elif name == "folder":
-        folder = load_image_folder(_require_root(name, root), read_size)
+        folder_root = _require_root(name, root)
+        masks = "masks" if (Path(folder_root).expanduser() / "masks").is_dir() else None
+        folder = load_image_folder(folder_root, read_size, mask_folder=masks)
         return _split_xy(folder, random_state, name)
+    elif name == "synthetic-local" or name.startswith("synthetic-local:"):
+        return _synthetic_local(name.partition(":")[2] or "texture", read_size, random_state)
     else:
         raise ValueError(f"Unknown dataset {name!r}; expected one of {list(DATASETS)}.")
     return Bunch(
@@ -127,6 +168,7 @@ def load_dataset(
         y_train=data.y_train,
         X_test=data.X_test,
         y_test=data.y_test,
+        masks_test=data.get("masks"),
         target_names=list(data.target_names),
         split=None,
     )

@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state
 
 from ._common import check_image_size, check_int
 
-__all__ = ["make_anomaly_images", "make_shape_images"]
+__all__ = ["make_anomaly_images", "make_local_defect_images", "make_shape_images"]
 
 #: The shapes drawn by make_shape_images, in label order.
 SHAPE_NAMES = ("disc", "square", "triangle", "cross", "ring", "diamond")
@@ -266,3 +266,198 @@ def make_shape_images(
     mask = gaussian_filter(mask, sigma=(0, 0.6, 0.6), mode="nearest")[..., None]
     X = _finish(background * (1 - mask) + colour * mask, rng, noise)
     return X, y
+
+
+#: The kinds of images make_local_defect_images draws, and the defects it makes.
+LOCAL_DEFECT_KINDS = ("texture", "object")
+LOCAL_DEFECTS = ("blob", "scratch", "speckle")
+
+
+def _textures(
+    rng: np.random.RandomState, n: int, height: int, width: int, n_channels: int
+) -> np.ndarray:
+    """A woven-looking texture: an oriented grating over fine filtered noise, both varying."""
+    yy, xx = _grid(height, width)
+    angle = np.deg2rad(rng.uniform(25.0, 45.0, size=(n, 1, 1)))
+    period = rng.uniform(4.5, 7.5, size=(n, 1, 1))
+    phase = rng.uniform(0.0, 2 * np.pi, size=(n, 1, 1))
+    grating = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period + phase)
+    grain = gaussian_filter(rng.normal(size=(n, height, width)), sigma=(0, 1.0, 1.0))
+    grain /= grain.std(axis=(1, 2), keepdims=True) + 1e-12
+    level = rng.uniform(0.42, 0.58, size=(n, 1, 1))
+    contrast = rng.uniform(0.09, 0.15, size=(n, 1, 1))
+    grey = level + contrast * grating + 0.05 * grain
+    if n_channels == 1:
+        return grey[..., None]
+    tint = np.array([1.0, 0.85, 0.65]) + rng.uniform(-0.1, 0.1, size=(n, 1, 1, 3))
+    return grey[..., None] * tint
+
+
+def _objects(
+    rng: np.random.RandomState, n: int, height: int, width: int, n_channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A shaded washer (a ring) near the centre of a smooth background, and its mask."""
+    yy, xx = _grid(height, width)
+    side = min(height, width)
+    background = _backgrounds(rng, n, height, width, n_channels)
+    radius = rng.uniform(0.30, 0.34, size=(n, 1, 1)) * side
+    cy = height / 2 + rng.uniform(-0.03, 0.03, size=(n, 1, 1)) * side
+    cx = width / 2 + rng.uniform(-0.03, 0.03, size=(n, 1, 1)) * side
+    dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    ring = (
+        1.0 / (1.0 + np.exp(-(radius - dist) / 0.7)) / (1.0 + np.exp(-(dist - 0.4 * radius) / 0.7))
+    )
+    light = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
+    shade = (
+        rng.uniform(0.6, 0.8, size=(n, 1, 1))
+        + 0.12 * ((yy - cy) * np.sin(light) + (xx - cx) * np.cos(light)) / radius
+    )
+    tint = np.array([0.95, 0.95, 1.0]) + rng.uniform(-0.05, 0.05, size=(n, 1, 1, 3))
+    colour = shade[..., None] * (tint if n_channels == 3 else 1.0)
+    return background * (1 - ring[..., None]) + colour * ring[..., None], ring > 0.5
+
+
+def _defect(
+    rng: np.random.RandomState,
+    image: np.ndarray,
+    inside: np.ndarray | None,
+    defect: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one small defect on ``image`` (H, W, C); returns the image and the defect's mask."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    if inside is not None:  # a centre on the object
+        ys, xs = np.nonzero(inside)
+        k = rng.randint(len(ys))
+        cy, cx = ys[k] + rng.uniform(-0.5, 0.5), xs[k] + rng.uniform(-0.5, 0.5)
+    else:
+        cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
+    # darker or brighter than the surface, by a moderate amount
+    delta = np.where(rng.uniform() < 0.5, -1.0, 1.0) * rng.uniform(0.25, 0.35)
+    if defect == "blob":  # a stain: the surface flattened to a darker or brighter tone
+        r = rng.uniform(0.05, 0.09) * side
+        dist = np.sqrt(((yy - cy) / rng.uniform(0.7, 1.0)) ** 2 + (xx - cx) ** 2)
+        alpha = 1.0 / (1.0 + np.exp(-(r - dist) / 0.6))
+        flat = image.mean(axis=(0, 1)) + 0.8 * delta
+        mask = dist <= r
+        return image * (1 - alpha[..., None]) + flat * alpha[..., None], mask
+    elif defect == "scratch":
+        length = rng.uniform(0.2, 0.35) * side
+        # on a texture, across the weave (the grating runs at about 35 degrees)
+        angle = np.deg2rad(rng.uniform(-10, 80) if inside is None else rng.uniform(0, 180))
+        dy, dx = np.sin(angle), np.cos(angle)
+        along = np.clip((yy - cy) * dy + (xx - cx) * dx, -length / 2, length / 2)
+        across = np.sqrt((yy - cy - along * dy) ** 2 + (xx - cx - along * dx) ** 2)
+        half = rng.uniform(0.6, 1.1)
+        change = delta / (1.0 + np.exp(-(half - across) / 0.3))
+        mask = across <= half + 0.5
+    else:  # speckle: a cluster of dark and bright dots
+        r = rng.uniform(0.06, 0.1) * side
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        dots = mask & (rng.uniform(size=mask.shape) < 0.5)
+        change = dots * np.where(rng.uniform(size=mask.shape) < 0.5, -1.0, 1.0) * abs(delta)
+    return image + change[..., None], mask
+
+
+def make_local_defect_images(
+    n_normal: int = 100,
+    n_anomalous: int = 20,
+    *,
+    kind: str = "texture",
+    image_size: int | tuple[int, int] = 64,
+    n_channels: int = 3,
+    random_state: int | np.random.RandomState | None = None,
+    noise: float = 0.02,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generate images with small local defects and the defects' masks (MVTec-like, offline).
+
+    Normal images vary from one to the next, like the defect-free images of
+    an inspection data set; an anomalous image is a normal one with one
+    small defect, which changes a few per cent of its pixels:
+
+    - ``kind="texture"``: a woven-looking surface, an oriented grating
+      (random phase and contrast, period 4.5-7.5 pixels, angle 25-45
+      degrees) over fine filtered noise, with a random tint and brightness;
+    - ``kind="object"``: a shaded washer (a ring) near the centre of a
+      smooth background, at a slightly random place, size, shading and
+      colour; defects lie on the ring.
+
+    The defect of each anomalous image is drawn at random among
+    ``"blob"`` (a stain: an elliptic spot, radius 5-9 % of the side, where the
+    surface is flat and darker or brighter),
+    ``"scratch"`` (a thin darker or brighter line, 20-35 % of the side long,
+    across the weave of a texture) and ``"speckle"`` (a cluster of darker and
+    brighter dots in a disc of radius 6-10 % of the side); a defect changes
+    the intensity by 0.2 to 0.35 (on the 0..1 scale).
+
+    Parameters
+    ----------
+    n_normal : int, default=100
+        Number of normal images, at least 1.
+    n_anomalous : int, default=20
+        Number of images with a defect, at least 0.
+    kind : {"texture", "object"}, default="texture"
+        What the images show.
+    image_size : int or tuple of (int, int), default=64
+        Image side, or ``(height, width)``; at least 16.
+    n_channels : {1, 3}, default=3
+        3 for RGB images, 1 for grey images (returned without a channel axis).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the generator; global random generators are never seeded.
+    noise : float, default=0.02
+        Standard deviation of the Gaussian pixel noise (0..1 intensity scale).
+
+    Returns
+    -------
+    X : ndarray of shape (n_normal + n_anomalous, H, W, 3) or (n_normal + n_anomalous, H, W)
+        The images, dtype uint8: the normal ones first, then the anomalous ones.
+    y : ndarray of shape (n_normal + n_anomalous,), dtype int64
+        0 for a normal image, 1 for an image with a defect.
+    masks : ndarray of shape (n_normal + n_anomalous, H, W), dtype uint8
+        1 on the defect, 0 elsewhere (all 0 for normal images), as
+        :func:`load_mvtec_ad` returns them.
+
+    See Also
+    --------
+    load_mvtec_ad : The real images of the same task.
+    make_anomaly_images : Whole-image anomalies.
+
+    Examples
+    --------
+    >>> from ssad.datasets import make_local_defect_images
+    >>> X, y, masks = make_local_defect_images(4, 2, random_state=0)
+    >>> X.shape, y.tolist(), masks.shape
+    ((6, 64, 64, 3), [0, 0, 0, 0, 1, 1], (6, 64, 64))
+    >>> bool(masks[:4].any()), bool(masks[4:].any(axis=(1, 2)).all())
+    (False, True)
+    """
+    func = "make_local_defect_images"
+    n_normal = check_int(n_normal, "n_normal", func=func, low=1)
+    n_anomalous = check_int(n_anomalous, "n_anomalous", func=func, low=0)
+    if kind not in LOCAL_DEFECT_KINDS:
+        raise ValueError(
+            f"The 'kind' parameter of {func} must be a str among {set(LOCAL_DEFECT_KINDS)}. "
+            f"Got {kind!r} instead."
+        )
+    height, width, n_channels, noise = _check_common(image_size, n_channels, noise, func=func)
+    if min(height, width) < 16:
+        raise ValueError(
+            f"The 'image_size' parameter of {func} must be an int >= 16 or a pair (height, "
+            f"width) of ints >= 16. Got {image_size!r} instead."
+        )
+    rng = check_random_state(random_state)
+    n = n_normal + n_anomalous
+    if kind == "texture":
+        images, inside = _textures(rng, n, height, width, n_channels), None
+    else:
+        images, inside = _objects(rng, n, height, width, n_channels)
+    masks = np.zeros((n, height, width), dtype=np.uint8)
+    for i in range(n_normal, n):
+        defect = LOCAL_DEFECTS[rng.randint(len(LOCAL_DEFECTS))]
+        on = None if inside is None else inside[i]
+        images[i], mask = _defect(rng, images[i], on, defect)
+        masks[i] = mask
+    X = _finish(images, rng, noise)
+    y = np.repeat(np.array([0, 1], dtype=np.int64), [n_normal, n_anomalous])
+    return X, y, masks

@@ -5,10 +5,14 @@ from __future__ import annotations
 import inspect
 import numbers
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -45,6 +49,14 @@ class ImageDetector(TorchStateMixin, BaseDetector):
     ``_build_modules() -> dict``
         the fitted modules' architecture, for unpickling.
 
+    A detector with a spatial representation also implements
+    ``_has_anomaly_map() -> bool`` (True) and ``_map_batch(x) -> Tensor (b, h,
+    w)``, anomaly scores on its patch grid; :meth:`anomaly_map` then runs it
+    through the embedder, upsamples the grids to the input resolution and
+    smooths them.  A detector whose scorer is not a 2-D scorer on image
+    embeddings overrides ``_fit_scorer`` and ``_score_samples``
+    (:class:`~ssad.PatchCoreDetector`: a memory bank of patch features).
+
     The parameters every deep detector shares (backbone, weights, input size,
     batch size, device, precision, seed, verbosity) are validated here.
     """
@@ -79,6 +91,13 @@ class ImageDetector(TorchStateMixin, BaseDetector):
         """Fewest training images the detector (and its scorer) can fit on."""
         return 2
 
+    def _has_anomaly_map(self) -> bool:
+        """Whether the detector, with its parameters, has a spatial representation."""
+        return False
+
+    def _map_batch(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
     # -- the skeleton ----------------------------------------------------------------------
     def _validate_input(self, X: Any, *, reset: bool) -> ImageSet:
         return check_images(X)
@@ -103,17 +122,27 @@ class ImageDetector(TorchStateMixin, BaseDetector):
             )
         self.device_ = resolve_device(self.device)
         with seeded(self.random_state, self.device_) as seed:
-            self._fit_model(X, np.random.default_rng(seed), **fit_params)
-            Z = self._embed(X, "embed")
-            self.scorer_ = self._make_scorer().fit(Z)
+            rng = np.random.default_rng(seed)
+            self._fit_model(X, rng, **fit_params)
+            return self._fit_scorer(X, rng)
+
+    def _fit_scorer(self, X: ImageSet, rng: np.random.Generator) -> np.ndarray:
+        """Fit ``scorer_`` on the embeddings of the training images; the training scores."""
+        self.scorer_ = self._make_scorer().fit(self._embed(X, "embed"))
         # the scorer's own training scores (leave-one-out for kNN) set the threshold
         train_scores: np.ndarray = self.scorer_.train_scores_
         return train_scores
 
-    def _embed(self, images: ImageSet, desc: str) -> np.ndarray:
+    def _embed(
+        self,
+        images: ImageSet,
+        desc: str,
+        fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> np.ndarray:
+        """``fn`` (default ``_embed_batch``) over the images, through the one embedder."""
         return embed_images(
             images,
-            self._embed_batch,
+            fn or self._embed_batch,
             self.preprocessor_,
             batch_size=self.batch_size,
             device=self.device_,
@@ -142,6 +171,80 @@ class ImageDetector(TorchStateMixin, BaseDetector):
         """
         check_is_fitted(self)
         return self._embed(self._validate_input(X, reset=False), "embed")
+
+    # -- anomaly maps ----------------------------------------------------------------------
+    def _check_anomaly_map(self) -> bool:
+        if not self._has_anomaly_map():
+            raise AttributeError(
+                f"{type(self).__name__} with these parameters has no spatial representation, "
+                "so no anomaly_map (see the class documentation)."
+            )
+        return True
+
+    def _images_per_chunk(self) -> int:
+        """Images whose maps are computed at once (bounds the memory of ``anomaly_map``)."""
+        return int(self.batch_size)
+
+    def _grid_maps(self, images: ImageSet) -> np.ndarray:
+        """Anomaly scores ``(n, h, w)`` on the patch grid (higher = more anomalous)."""
+        return self._embed(images, "map", self._map_batch)
+
+    @available_if(_check_anomaly_map)
+    def anomaly_map(self, X: Any, *, sigma: float | None = 4.0) -> np.ndarray:
+        """Per-pixel anomaly scores at the resolution of the input images.
+
+        The detector's scores on its patch grid are upsampled bilinearly to
+        each image's size and smoothed by a Gaussian.  Only detectors with a
+        spatial representation have this method (``hasattr(det,
+        "anomaly_map")`` tells); see the detector's documentation for what its
+        map measures.
+
+        Parameters
+        ----------
+        X : images
+            Any form :func:`ssad._images.check_images` accepts, all of one
+            size.
+        sigma : float or None, default=4.0
+            Standard deviation of the Gaussian smoothing, in pixels of the
+            model input (``preprocessor_.size``; scaled to the input
+            resolution), as PatchCore smooths its maps (sigma 4 at 224
+            pixels).  ``None`` or 0: no smoothing.
+
+        Returns
+        -------
+        ndarray of shape (n_images, height, width), dtype float32
+            Higher = more anomalous (the opposite orientation of
+            ``score_samples``).
+
+        Raises
+        ------
+        ValueError
+            If the images differ in size, or ``sigma`` is negative.
+        """
+        check_is_fitted(self)
+        if sigma is not None and (
+            isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or sigma < 0
+        ):
+            raise ValueError(
+                f"The 'sigma' parameter of anomaly_map must be None or a float >= 0. "
+                f"Got {sigma!r} instead."
+            )
+        images = self._validate_input(X, reset=False)
+        height, width = images.common_size()
+        out = np.empty((len(images), height, width), dtype=np.float32)
+        step = self._images_per_chunk()
+        for start in range(0, len(images), step):
+            chunk = images.subset(np.arange(start, min(start + step, len(images))))
+            grids = torch.from_numpy(np.ascontiguousarray(self._grid_maps(chunk)))
+            maps = F.interpolate(
+                grids[:, None].float(), size=(height, width), mode="bilinear", align_corners=False
+            )[:, 0].numpy()
+            if sigma:
+                h_in, w_in = self.preprocessor_.size
+                spread = (0.0, sigma * height / h_in, sigma * width / w_in)
+                maps = gaussian_filter(maps, sigma=spread)
+            out[start : start + len(maps)] = maps
+        return out
 
     # -- shared pieces -----------------------------------------------------------------------
     def _starts_pretrained(self) -> bool:

@@ -243,7 +243,7 @@ class SelfDistillNegDetector(ImageDetector):
     See Also
     --------
     ssad.scoring.CosineKernelScorer : The paper's score on embeddings.
-    ssad.benchmarks.sensitivity_score : The paper's anomaly-free model check.
+    ssad.model_selection.sensitivity_score : The paper's anomaly-free model check.
     ssad.nn.DINOLoss, ssad.nn.UniformLoss, ssad.augment.MultiCropTransform :
         The parts.
 
@@ -305,7 +305,7 @@ class SelfDistillNegDetector(ImageDetector):
     - **Score.** eq. 6 is used as its logarithm (same ranking, finite); the
       reference subtracts 0.1 from the cosine inside the exponential, which
       only shifts the log score.  The reference has no sensitivity-score code;
-      see :func:`ssad.benchmarks.sensitivity_score`.
+      see :func:`ssad.model_selection.sensitivity_score`.
     - The learning rate scales with the images actually in a step
       (``min(batch_size, n_samples)``); the last incomplete batch of an epoch
       is dropped, as in DINO.

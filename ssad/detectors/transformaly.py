@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -20,7 +21,7 @@ from ssad._training import train
 from ssad.backbones import capture_blocks, create_backbone, data_config, trunk_blocks
 from ssad.base import BaseDetector
 from ssad.detectors._base import ImageDetector
-from ssad.features import backbone_features
+from ssad.features import backbone_features, tokens_to_grid
 from ssad.scoring import GaussianScorer, GMMOutlierFilter, KNNScorer, SumScorer
 
 __all__ = ["Transformaly", "TransformalyDetector"]
@@ -75,6 +76,15 @@ class TransformalyDetector(ImageDetector):
     different scales, so each is standardised by the mean and standard
     deviation of its training scores before they are added
     (:class:`~ssad.scoring.SumScorer`).
+
+    With students (``feature_space`` other than ``"pretrained"``) the
+    detector localises: :meth:`anomaly_map` keeps the per-position
+    discrepancy that ``z_f`` averages away.  At each position of a student
+    block's output (a patch token of a ViT, a cell of a CNN stage) the
+    squared error is averaged over channels and divided by that block's mean
+    discrepancy on the training images (the mean of ``z_f``), so that every
+    block counts alike; the blocks' grids are upsampled to the finest one
+    and *averaged*.
 
     Parameters
     ----------
@@ -220,6 +230,8 @@ class TransformalyDetector(ImageDetector):
     ...                    n_student_blocks=2, n_epochs=1, random_state=0).fit(X)
     >>> det.score_samples(X[:3]).shape
     (3,)
+    >>> det.anomaly_map(X[:3]).shape  # per pixel, higher = more anomalous
+    (3, 32, 32)
     """
 
     _parameter_constraints: dict[str, list[Any]] = {
@@ -314,6 +326,23 @@ class TransformalyDetector(ImageDetector):
             err = (student(inp).float() - target.float()) ** 2
             cols.append(err.flatten(1).mean(dim=1))
         return torch.stack(cols, dim=1)
+
+    def _has_anomaly_map(self) -> bool:
+        return self.feature_space != "pretrained"
+
+    def _map_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, h, w): per-position discrepancy / its training mean, averaged over blocks."""
+        assert self.students_ is not None
+        _, block_io = self._teacher_pass(x)
+        parts = {name: scorer for name, scorer, _ in self.scorer_.scorers_}
+        scales = np.maximum(parts["finetuned"].location_, np.finfo(np.float32).tiny)
+        grids = []
+        for student, (inp, target), scale in zip(self.students_, block_io, scales):
+            err = (student(inp).float() - target.float()) ** 2
+            grids.append(tokens_to_grid(self.teacher_, err).mean(dim=1, keepdim=True) / scale)
+        size = max((g.shape[-2:] for g in grids), key=lambda hw: hw[0] * hw[1])
+        grids = [F.interpolate(g, size=size, mode="bilinear", align_corners=False) for g in grids]
+        return torch.cat(grids, dim=1).mean(dim=1)
 
     def _embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         z_p, block_io = self._teacher_pass(x)

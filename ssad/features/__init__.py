@@ -4,8 +4,10 @@ from ssad.features._embed import (
     POOLINGS,
     backbone_features,
     embed_images,
+    feature_grids,
     resolve_pooling,
     token_grid,
+    tokens_to_grid,
 )
 from ssad.features._pixels import PixelFeatures
 from ssad.features._timm import DINOFeatures, MAEFeatures, TimmFeatures
@@ -18,6 +20,8 @@ __all__ = [
     "TimmFeatures",
     "backbone_features",
     "embed_images",
+    "feature_grids",
     "resolve_pooling",
     "token_grid",
+    "tokens_to_grid",
 ]

@@ -29,10 +29,12 @@ __all__ = [
     "POOLINGS",
     "backbone_features",
     "embed_images",
+    "feature_grids",
     "forward_features",
     "resolve_pooling",
     "token_grid",
     "token_layout",
+    "tokens_to_grid",
 ]
 
 #: The pooling vocabulary of the embedder, the feature extractors and the detectors.
@@ -148,6 +150,51 @@ def backbone_features(
 def token_grid(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The unpooled patch grid ``(b, d, h, w)`` of the final output (prefix tokens dropped)."""
     return _as_map(model, forward_features(model, x))[0]
+
+
+def tokens_to_grid(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """A block output of ``model`` as a patch grid ``(b, d, h, w)``.
+
+    Token outputs ``(b, n, d)`` lose their prefix (class / register) tokens and
+    are laid out on the model's patch grid; CNN maps ``(b, c, h, w)`` pass
+    through unchanged.
+    """
+    return _as_map(model, tokens)[0]
+
+
+def feature_grids(model: nn.Module, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+    """Unpooled outputs ``(b, c, h, w)`` of intermediate stages of a timm model; differentiable.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A timm model with ``forward_intermediates``.
+    x : torch.Tensor
+        Normalised model input ``(b, 3, h, w)``.
+    layers : sequence of int
+        Indices of ``forward_intermediates``: feature levels of CNNs
+        (ResNets: 1-4 are ``layer1``-``layer4``; EfficientNets: the stages
+        at strides 4, 8, 16, 32), blocks of ViTs (negative counts from the
+        end).  The forward pass stops after the last one.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One map per index, in the order given; prefix tokens of ViTs are
+        dropped.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ssad.backbones import create_backbone
+    >>> from ssad.features import feature_grids
+    >>> net = create_backbone("test_resnet", pretrained=False)
+    >>> [tuple(g.shape) for g in feature_grids(net, torch.zeros(1, 3, 64, 64), [2, 3])]
+    [(1, 48, 8, 8), (1, 192, 4, 4)]
+    """
+    intermediates = getattr(model, "forward_intermediates")  # noqa: B009 - timm API
+    outs = intermediates(x, indices=list(layers), intermediates_only=True, stop_early=True)
+    return [out[0] if isinstance(out, tuple) else out for out in outs]
 
 
 def embed_images(

@@ -5,6 +5,7 @@ Each takes ``X`` of shape ``(n_samples, n_features)`` and returns float64
 estimator checks and are the building blocks the deep detectors compose.
 """
 
+from ssad.scoring._coreset import greedy_coreset
 from ssad.scoring._cosine import CosineKernelScorer
 from ssad.scoring._gaussian import GaussianScorer
 from ssad.scoring._gmm import FilteredFit, GMMOutlierFilter
@@ -20,4 +21,5 @@ __all__ = [
     "KMeansScorer",
     "KNNScorer",
     "SumScorer",
+    "greedy_coreset",
 ]

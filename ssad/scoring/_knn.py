@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ssad.base import BaseDetector
 
-__all__ = ["KNNScorer"]
+__all__ = ["KNNScorer", "flat_index", "nearest_neighbors"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,29 @@ def _power_of_two_scale(X: np.ndarray, axis: int | None = None) -> np.ndarray:
     peak = np.max(np.abs(X), axis=axis, keepdims=axis is not None)
     _, exponent = np.frexp(peak)  # peak = m * 2**exponent with m in [0.5, 1)
     return np.where(peak > 0, np.ldexp(0.5, exponent), 1.0)
+
+
+def flat_index(X: np.ndarray, metric: str = "l2") -> faiss.Index:
+    """An exact faiss index (``IndexFlatL2``; ``IndexFlatIP`` for ``"ip"``) of the rows of X."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    index = faiss.IndexFlatIP(X.shape[1]) if metric == "ip" else faiss.IndexFlatL2(X.shape[1])
+    index.add(X)
+    return index
+
+
+def nearest_neighbors(
+    index: faiss.Index, X: np.ndarray, n_neighbors: int, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances (float64) and indices (int64) of the rows' nearest neighbours
+    in a :func:`flat_index`, searched ``batch_size`` rows at a time."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    distances = np.empty((X.shape[0], n_neighbors), dtype=np.float64)
+    indices = np.empty((X.shape[0], n_neighbors), dtype=np.int64)
+    for batch in gen_batches(X.shape[0], batch_size):
+        found, idx = index.search(X[batch], n_neighbors)
+        distances[batch] = np.sqrt(np.maximum(found.astype(np.float64), 0.0))
+        indices[batch] = idx
+    return distances, indices
 
 
 class KNNScorer(BaseDetector):
@@ -210,10 +233,7 @@ class KNNScorer(BaseDetector):
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def _build_index(self) -> faiss.Index:
-        d = self._fit_X.shape[1]
-        index = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
-        index.add(self._fit_X)
-        return index
+        return flat_index(self._fit_X, "ip" if self.metric == "cosine" else "l2")
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         return self._search_scores(self._prepare(X), leave_self_out=False)
