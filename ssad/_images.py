@@ -231,6 +231,9 @@ class ImageSet:
             num_workers=num_workers,
             collate_fn=_stack_decoded,
             pin_memory=dev is not None and dev.type == "cuda",
+            # the workers draw nothing; a generator of their own keeps the loader from
+            # drawing their seeds from torch's global generator (dropout, views)
+            generator=torch.Generator().manual_seed(0),
         )
         for x in loader:  # in order: the n-th batch is the n-th item handed out
             yield handed_out.popleft(), (x.to(dev, non_blocking=True) if dev is not None else x)
