@@ -28,7 +28,6 @@ CHECKED = [
     KNNScorer(n_neighbors=3, metric="cosine", aggregate="max", batch_size=5),
     KNNScorer(aggregate="mean", batch_size=1),
     KNNScorer(index="ivf", n_lists=2, n_probe=1, random_state=0),
-    KNNScorer(index="ivf", n_lists=1, pq_subvectors=1, random_state=0),
     KNNScorer(index="hnsw", hnsw_m=4, ef_search=8),
     CosineKernelScorer(batch_size=7),
     CosineKernelScorer(temperature=0.5, shift=0.1, log=False),
@@ -348,6 +347,20 @@ def test_knn_approximate_indexes_find_the_exact_neighbours_on_clusters(params):
     assert approx.offset_ == pytest.approx(exact.offset_, rel=0.05)
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_knn_kneighbors_matches_sklearn(metric):
+    X_train, X_test = _data()
+    scorer = KNNScorer(n_neighbors=3, metric=metric).fit(X_train)
+    distances, indices = scorer.kneighbors(X_test)
+    nn = NearestNeighbors(
+        n_neighbors=3, algorithm="brute", metric="euclidean" if metric == "l2" else "cosine"
+    ).fit(X_train)
+    expected_d, expected_i = nn.kneighbors(X_test)
+    np.testing.assert_array_equal(indices, expected_i)
+    np.testing.assert_allclose(distances, expected_d, rtol=1e-5, atol=1e-6)
+    assert distances.dtype == np.float64 and indices.dtype == np.int64
+
+
 def test_knn_auto_index_switches_at_the_threshold(monkeypatch):
     from ssad.scoring import _knn
 
@@ -403,6 +416,8 @@ def test_knn_index_parameter_errors():
         KNNScorer(index="flat", pq_subvectors=2).fit(X_train)
     with pytest.raises(ValueError, match=r"must divide the number of features \(6\)"):
         KNNScorer(index="ivf", pq_subvectors=4).fit(X_train)
+    with pytest.raises(ValueError, match="needs at least 16 training samples"):
+        KNNScorer(index="ivf", pq_subvectors=2).fit(X_train[:15])
     with pytest.raises(ValueError, match="n_lists must be at most the number of training"):
         KNNScorer(index="ivf", n_lists=10_000).fit(X_train)
     with pytest.raises(ValueError, match="The 'index' parameter of KNNScorer must be"):

@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from ssad.base import BaseDetector
 
@@ -32,11 +33,12 @@ AUTO_IVF_MIN_SAMPLES = 100_000
 #: faiss' k-means wants at least 39 training points per centroid (it warns below).
 _MIN_POINTS_PER_CENTROID = 39
 
-#: Training points per IVF list drawn for the k-means of the coarse quantiser.
-_TRAIN_POINTS_PER_LIST = 64
+#: Training points per IVF list drawn for the k-means of the coarse quantiser
+#: (faiss' minimum, 39, and a little more).
+_TRAIN_POINTS_PER_LIST = 40
 
 #: PQ candidates searched per wanted neighbour, then re-ranked by exact distances.
-_PQ_REFINE = 8
+_PQ_REFINE = 32
 
 #: GPU resources of faiss, created once per process on first use.
 _GPU_RESOURCES: Any = None
@@ -106,10 +108,12 @@ class KNNScorer(BaseDetector):
         Number of IVF cells searched per query (faiss' ``nprobe``); more is
         slower and closer to exact.  ``n_probe >= n_lists`` is exact.
     pq_subvectors : int, default=None
-        With ``index="ivf"``: compress the stored vectors by product
-        quantisation into ``pq_subvectors`` codes of one byte each (faiss'
-        ``IndexIVFPQ``); must divide the number of features.  The candidates
-        it finds are re-ranked by their exact distances (see Notes).
+        With ``index="ivf"``: compress the vectors in the index by product
+        quantisation into ``pq_subvectors`` codes of 4 bits each, scanned
+        with SIMD instructions (faiss' ``IndexIVFPQFastScan``); must divide
+        the number of features (e.g. 96 or 48 for 384 features).  The
+        candidates it finds are re-ranked by their exact distances (see
+        Notes).  The fastest choice on CPUs.
     hnsw_m : int, default=32
         Links per sample of the HNSW graph (faiss' ``M``).
     ef_search : int, default=64
@@ -172,15 +176,15 @@ class KNNScorer(BaseDetector):
     query (IVF: ``n_probe`` of ``n_lists ~ 4 sqrt(n)`` cells, so
     ``O(sqrt(n))`` per query; HNSW: ``O(log n)`` graph steps), and may miss a
     true neighbour; the distances of the neighbours they return are exact
-    (with ``pq_subvectors``, after re-ranking ``8 * k`` compressed-distance
+    (with ``pq_subvectors``, after re-ranking ``32 * k`` compressed-distance
     candidates by their exact distances to the stored training matrix).
     Recall against exact search depends on the data; the ``knn`` command of
     ``examples/scaling_benchmarks.py`` measures speed and recall on
-    synthetic clusters and on real embeddings.  The IVF cells are trained by
-    faiss' k-means on ``64 * n_lists`` training samples drawn with
-    ``random_state`` (PQ codebooks: at least 9984, enough for 8-bit codes;
-    fewer bits per code when the training set is smaller).  A query whose
-    probed cells hold fewer than the wanted neighbours is searched exactly.
+    synthetic clusters and on real embeddings.  The IVF cells (and PQ
+    codebooks) are trained by faiss' k-means on ``40 * n_lists`` training
+    samples (at least 624 with PQ) drawn with ``random_state``.  A query
+    whose probed cells hold fewer than the wanted neighbours is searched
+    exactly.
 
     All indexes search in float32, faiss' only precision: the inputs are cast
     to float32, the Euclidean distance is the square root of faiss' squared
@@ -321,6 +325,11 @@ class KNNScorer(BaseDetector):
                     f"index='ivf' (or 'auto' from {AUTO_IVF_MIN_SAMPLES} samples on). "
                     f"Got index={self.index!r}, which built a {kind!r} index."
                 )
+            if n_samples < 16:
+                raise ValueError(
+                    "pq_subvectors needs at least 16 training samples (its 4-bit codes are "
+                    f"16 k-means centres per sub-vector); got {n_samples}."
+                )
             if n_features % self.pq_subvectors:
                 raise ValueError(
                     f"pq_subvectors must divide the number of features ({n_features}). "
@@ -395,29 +404,25 @@ class KNNScorer(BaseDetector):
     def _build_ivf(self, d: int, rng: np.random.RandomState | None) -> faiss.Index:
         assert self.n_lists_ is not None
         quantizer = faiss.IndexFlat(d, self._faiss_metric)
-        n_train = _TRAIN_POINTS_PER_LIST * self.n_lists_
         index: Any  # faiss' stubs type the IVF and PQ fields loosely
         if self.pq_subvectors is None:
             index = faiss.IndexIVFFlat(quantizer, d, self.n_lists_, self._faiss_metric)
         else:
-            # 8-bit codes (256 centres per sub-vector) want 256 * 39 training samples;
-            # with fewer training samples, fewer bits
-            n_train = max(n_train, 256 * _MIN_POINTS_PER_CENTROID)
-            n_bits = int(np.log2(min(n_train, self.n_samples_fit_) / _MIN_POINTS_PER_CENTROID))
-            n_bits = int(np.clip(n_bits, 1, 8))
-            n_bits = self._trained.get("pq_bits", n_bits)
-            index = faiss.IndexIVFPQ(
-                quantizer, d, self.n_lists_, self.pq_subvectors, n_bits, self._faiss_metric
+            # 4-bit codes scanned with SIMD (faiss' "fast scan"): the fastest CPU scan
+            index = faiss.IndexIVFPQFastScan(
+                quantizer, d, self.n_lists_, self.pq_subvectors, 4, self._faiss_metric
             )
         index.nprobe = min(self.n_probe, self.n_lists_)
         if rng is not None:  # fit: k-means of the cells (and PQ codebooks) on a sample
+            n_train = _TRAIN_POINTS_PER_LIST * self.n_lists_
+            if self.pq_subvectors is not None:  # 16 centres per sub-vector
+                n_train = max(n_train, 16 * _MIN_POINTS_PER_CENTROID)
             n_train = min(self.n_samples_fit_, n_train)
             rows = np.sort(rng.choice(self.n_samples_fit_, n_train, replace=False))
             index.train(self._fit_X[rows])
             self._trained["centroids"] = quantizer.reconstruct_n(0, self.n_lists_)
             if self.pq_subvectors is not None:
                 self._trained["pq_codebook"] = faiss.vector_to_array(index.pq.centroids)
-                self._trained["pq_bits"] = int(index.pq.nbits)
         else:  # unpickled: the learned centres and codebooks, no retraining
             quantizer.add(np.ascontiguousarray(self._trained["centroids"], dtype=np.float32))
             if self.pq_subvectors is not None:
@@ -482,6 +487,34 @@ class KNNScorer(BaseDetector):
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         return self._search_scores(self._prepare(X), leave_self_out=False)
 
+    def kneighbors(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n_neighbors`` nearest training samples of each sample, through the index.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Query samples.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples, n_neighbors), dtype float64
+            Euclidean or cosine distances (``metric``), nearest first.
+        indices : ndarray of shape (n_samples, n_neighbors), dtype int64
+            Positions of the neighbours in the training data.
+        """
+        check_is_fitted(self)
+        queries = self._prepare(self._validate_input(X, reset=False))
+        if self._index is None:
+            self._index = self._build_index()
+        found, idx = self._search(queries, self.n_neighbors)
+        return self._distances(found.astype(np.float64)), idx.astype(np.int64)
+
+    def _distances(self, found: np.ndarray) -> np.ndarray:
+        """faiss' similarities (squared L2, inner products) -> distances."""
+        if self.metric == "cosine":
+            return np.clip(1.0 - found, 0.0, 2.0)
+        return np.sqrt(np.maximum(found, 0.0)) * self.scale_
+
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """faiss' similarities (squared L2 or inner products) and ids of the ``k``
         nearest training samples of each query, best first."""
@@ -533,11 +566,7 @@ class KNNScorer(BaseDetector):
                 is_self[~is_self.any(axis=1), -1] = True
                 is_self &= np.cumsum(is_self, axis=1) == 1
                 found = found[~is_self].reshape(len(found), self.n_neighbors)
-            if self.metric == "cosine":
-                distances = np.clip(1.0 - found, 0.0, 2.0)
-            else:
-                distances = np.sqrt(np.maximum(found, 0.0)) * self.scale_
-            scores[batch] = -aggregate(distances, axis=1)
+            scores[batch] = -aggregate(self._distances(found), axis=1)
         return scores
 
     def __getstate__(self) -> dict[str, Any]:
