@@ -96,6 +96,7 @@ def compare_indexes(name, X_train, X_query, configs, k, exact_fit):
             "index": label,
             "params": params,
             "n_lists": scorer.n_lists_,
+            "pq_subvectors": scorer.pq_subvectors_,
             "fit_s": fit_time,
             "query_s": q_time,
             "recall": recall(ids, exact_ids),
@@ -134,8 +135,8 @@ def real_embeddings(n_train, n_queries, image_size, rng):
 def run_knn(args):
     rng = np.random.default_rng(0)
     configs = [
-        ("ivf", {"index": "ivf"}),
-        ("ivf-pq", {"index": "ivf", "pq_subvectors": D // 8}),
+        ("ivf", {"index": "ivf", "pq_subvectors": None}),
+        ("ivf-pq", {"index": "ivf", "pq_subvectors": D // 8}),  # what "auto" picks on CPUs
     ]
     if args.hnsw:
         configs.append(("hnsw", {"index": "hnsw"}))
@@ -155,7 +156,7 @@ def run_knn(args):
             args.real_n_train, args.real_n_queries, args.real_image_size, rng
         )
         real_configs = [
-            ("ivf", {"index": "ivf"}),
+            ("ivf", {"index": "ivf", "pq_subvectors": None}),
             ("ivf-pq", {"index": "ivf", "pq_subvectors": Z_train.shape[1] // 8}),
         ]
         results.append(

@@ -340,8 +340,9 @@ def train(
     load: dict[str, Any] = {"size": image_size, "interpolation": interpolation}
     step_fn: nn.Module = _Step(module, loss_fn)
     if world > 1:
+        gpu = device.index if device.index is not None else torch.cuda.current_device()
         step_fn = DistributedDataParallel(
-            step_fn, device_ids=[device.index] if device.type == "cuda" else None
+            step_fn, device_ids=[gpu] if device.type == "cuda" else None
         )
 
     def step_indices() -> Iterator[np.ndarray]:

@@ -329,22 +329,27 @@ def test_knn_ivf_searching_every_cell_is_exact(metric):
 @pytest.mark.parametrize(
     "params",
     [
-        {"index": "ivf"},
+        {"index": "ivf", "pq_subvectors": None},
+        {"index": "ivf"},  # "auto": 4-bit codes of 8 features
         {"index": "hnsw"},
         {"index": "ivf", "pq_subvectors": 16, "n_lists": 8},
     ],
 )
 def test_knn_approximate_indexes_find_the_exact_neighbours_on_clusters(params):
-    X = _clustered(4000)
+    X = _clustered(4000, d=64)
     X_train, X_test = X[:3600], X[3600:]
     exact = KNNScorer(index="flat").fit(X_train)
     approx = KNNScorer(random_state=0, **params).fit(X_train)
-    # recall@2 against exact search, read through the scores (the distances are exact)
-    close = np.isclose(approx.score_samples(X_test), exact.score_samples(X_test), rtol=1e-4)
-    assert close.mean() >= 0.95
-    close_loo = np.isclose(approx.train_scores_, exact.train_scores_, rtol=1e-4)
-    assert close_loo.mean() >= 0.95
-    assert approx.offset_ == pytest.approx(exact.offset_, rel=0.05)
+    # most neighbours are the exact ones; in 64 dimensions the members of a cluster are
+    # at almost equal distances, so a missed neighbour is replaced by one about as near
+    for found, expected in [
+        (approx.score_samples(X_test), exact.score_samples(X_test)),
+        (approx.train_scores_, exact.train_scores_),  # leave-one-out, through the index
+    ]:
+        error = np.abs(found - expected) / np.abs(expected)
+        assert np.median(error) < 1e-4
+        assert np.percentile(error, 95) < 0.1
+    assert approx.offset_ == pytest.approx(exact.offset_, rel=0.01)
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
@@ -370,6 +375,10 @@ def test_knn_auto_index_switches_at_the_threshold(monkeypatch):
     scorer = KNNScorer(random_state=0).fit(X_train)
     assert scorer.index_ == "ivf"
     assert scorer.n_lists_ == max(1, min(round(4 * np.sqrt(len(X_train))), len(X_train) // 39))
+    assert scorer.pq_subvectors_ is None  # 6 features: not a multiple of 8
+    wide = KNNScorer(random_state=0).fit(np.hstack([X_train, X_train, X_train[:, :4]]))
+    assert wide.pq_subvectors_ == 2  # 16 features: one 4-bit code per 8
+    assert KNNScorer(pq_subvectors=None).fit(X_train).pq_subvectors_ is None
 
 
 @pytest.mark.parametrize(

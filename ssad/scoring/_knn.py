@@ -62,10 +62,15 @@ def _faiss_gpus() -> int:
 
 
 def _to_gpu(index: faiss.Index) -> faiss.Index:
+    """The index on the first GPU; the CPU index where faiss has no GPU version of it."""
     global _GPU_RESOURCES
     if _GPU_RESOURCES is None:
         _GPU_RESOURCES = faiss.StandardGpuResources()
-    return faiss.index_cpu_to_gpu(_GPU_RESOURCES, 0, index)
+    try:
+        return faiss.index_cpu_to_gpu(_GPU_RESOURCES, 0, index)
+    except RuntimeError as exc:  # e.g. fast-scan PQ indexes have no GPU version
+        logger.info("faiss cannot move %s to the GPU (%s); it searches on the CPU.", index, exc)
+        return index
 
 
 class KNNScorer(BaseDetector):
@@ -98,8 +103,9 @@ class KNNScorer(BaseDetector):
         query is compared with the samples of its ``n_probe`` nearest cells
         only.  ``"hnsw"``: a hierarchical navigable small-world graph with
         ``hnsw_m`` links per sample, searched with a beam of ``ef_search``.
-        ``"auto"``: ``"flat"`` below :data:`AUTO_IVF_MIN_SAMPLES` (100 000)
-        training samples, ``"ivf"`` from there on.  See Notes.
+        ``"auto"``: ``"flat"`` below :data:`~ssad.scoring.AUTO_IVF_MIN_SAMPLES` (100 000)
+        training samples, ``"ivf"`` from there on (compressed as
+        ``pq_subvectors`` says).  See Notes.
     n_lists : "auto" or int, default="auto"
         Number of IVF cells (faiss' ``nlist``).  ``"auto"``: ``4 * sqrt(n)``
         for ``n`` training samples, at most ``n / 39`` (faiss' k-means needs
@@ -107,13 +113,15 @@ class KNNScorer(BaseDetector):
     n_probe : int, default=16
         Number of IVF cells searched per query (faiss' ``nprobe``); more is
         slower and closer to exact.  ``n_probe >= n_lists`` is exact.
-    pq_subvectors : int, default=None
-        With ``index="ivf"``: compress the vectors in the index by product
+    pq_subvectors : "auto", int or None, default="auto"
+        With an IVF index: compress the vectors in the index by product
         quantisation into ``pq_subvectors`` codes of 4 bits each, scanned
         with SIMD instructions (faiss' ``IndexIVFPQFastScan``); must divide
-        the number of features (e.g. 96 or 48 for 384 features).  The
-        candidates it finds are re-ranked by their exact distances (see
-        Notes).  The fastest choice on CPUs.
+        the number of features.  The candidates it finds are re-ranked by
+        their exact distances (see Notes).  ``"auto"``: one code per 8
+        features (48 for 384 features) when the number of features is a
+        multiple of 8 and faiss searches on the CPU; no compression on a GPU.
+        None: no compression (faiss' ``IndexIVFFlat``).
     hnsw_m : int, default=32
         Links per sample of the HNSW graph (faiss' ``M``).
     ef_search : int, default=64
@@ -140,6 +148,9 @@ class KNNScorer(BaseDetector):
         The index built (``index`` with ``"auto"`` resolved).
     n_lists_ : int or None
         Number of IVF cells; None for the other indexes.
+    pq_subvectors_ : int or None
+        Number of 4-bit PQ codes per vector in the IVF index; None without
+        compression.
     scale_ : float
         Power of two the features are divided by before the float32 search
         (``metric="l2"``): the largest one not above the largest absolute
@@ -147,7 +158,7 @@ class KNNScorer(BaseDetector):
     offset_ : float
         Threshold on ``score_samples``: training samples below it (a share
         ``contamination`` of them) are predicted as outliers.
-    train_scores_ : ndarray of shape (n_samples_fit_,)
+    train_scores_ : ndarray of shape (``n_samples_fit_``,)
         Leave-one-out scores of the training samples (they set ``offset_``).
     n_features_in_ : int
         Number of features seen during ``fit``.
@@ -264,7 +275,11 @@ class KNNScorer(BaseDetector):
         "index": [StrOptions({"auto", "flat", "ivf", "hnsw"})],
         "n_lists": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "n_probe": [Interval(numbers.Integral, 1, None, closed="left")],
-        "pq_subvectors": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "pq_subvectors": [
+            StrOptions({"auto"}),
+            Interval(numbers.Integral, 1, None, closed="left"),
+            None,
+        ],
         "hnsw_m": [Interval(numbers.Integral, 2, None, closed="left")],
         "ef_search": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -281,7 +296,7 @@ class KNNScorer(BaseDetector):
         index: str = "auto",
         n_lists: str | int = "auto",
         n_probe: int = 16,
-        pq_subvectors: int | None = None,
+        pq_subvectors: str | int | None = "auto",
         hnsw_m: int = 32,
         ef_search: int = 64,
         batch_size: int = 4096,
@@ -318,23 +333,7 @@ class KNNScorer(BaseDetector):
             kind = "ivf" if n_samples >= AUTO_IVF_MIN_SAMPLES else "flat"
         self.index_ = kind
         self.n_lists_ = self._resolve_n_lists(n_samples) if kind == "ivf" else None
-        if self.pq_subvectors is not None:
-            if kind != "ivf":
-                raise ValueError(
-                    "pq_subvectors compresses the vectors of an IVF index: it needs "
-                    f"index='ivf' (or 'auto' from {AUTO_IVF_MIN_SAMPLES} samples on). "
-                    f"Got index={self.index!r}, which built a {kind!r} index."
-                )
-            if n_samples < 16:
-                raise ValueError(
-                    "pq_subvectors needs at least 16 training samples (its 4-bit codes are "
-                    f"16 k-means centres per sub-vector); got {n_samples}."
-                )
-            if n_features % self.pq_subvectors:
-                raise ValueError(
-                    f"pq_subvectors must divide the number of features ({n_features}). "
-                    f"Got pq_subvectors={self.pq_subvectors} instead."
-                )
+        self.pq_subvectors_ = self._resolve_pq(kind, n_samples, n_features)
         if self.device == "cuda" and _faiss_gpus() == 0:
             raise RuntimeError(
                 "device='cuda' was requested but the installed faiss sees no GPU (the "
@@ -350,6 +349,35 @@ class KNNScorer(BaseDetector):
             "Indexed %d training samples (index=%r, metric=%r).", n_samples, kind, self.metric
         )
         return self._search_scores(self._fit_X, leave_self_out=True)
+
+    def _resolve_pq(self, kind: str, n_samples: int, n_features: int) -> int | None:
+        if self.pq_subvectors == "auto":
+            on_gpu = self.device != "cpu" and _faiss_gpus() > 0
+            # 4-bit codes of 8-feature sub-vectors, on CPUs, where scanning full vectors
+            # is bound by memory bandwidth (GPUs scan them fast: no compression there)
+            if kind != "ivf" or on_gpu or n_features % 8 or n_samples < 16:
+                return None
+            return n_features // 8
+        if self.pq_subvectors is None:
+            return None
+        pq = int(self.pq_subvectors)
+        if kind != "ivf":
+            raise ValueError(
+                "pq_subvectors compresses the vectors of an IVF index: it needs "
+                f"index='ivf' (or 'auto' from {AUTO_IVF_MIN_SAMPLES} samples on). "
+                f"Got index={self.index!r}, which built a {kind!r} index."
+            )
+        if n_samples < 16:
+            raise ValueError(
+                "pq_subvectors needs at least 16 training samples (its 4-bit codes are "
+                f"16 k-means centres per sub-vector); got {n_samples}."
+            )
+        if n_features % pq:
+            raise ValueError(
+                f"pq_subvectors must divide the number of features ({n_features}). "
+                f"Got pq_subvectors={pq} instead."
+            )
+        return pq
 
     def _resolve_n_lists(self, n_samples: int) -> int:
         if self.n_lists == "auto":
@@ -405,27 +433,27 @@ class KNNScorer(BaseDetector):
         assert self.n_lists_ is not None
         quantizer = faiss.IndexFlat(d, self._faiss_metric)
         index: Any  # faiss' stubs type the IVF and PQ fields loosely
-        if self.pq_subvectors is None:
+        if self.pq_subvectors_ is None:
             index = faiss.IndexIVFFlat(quantizer, d, self.n_lists_, self._faiss_metric)
         else:
             # 4-bit codes scanned with SIMD (faiss' "fast scan"): the fastest CPU scan
             index = faiss.IndexIVFPQFastScan(
-                quantizer, d, self.n_lists_, self.pq_subvectors, 4, self._faiss_metric
+                quantizer, d, self.n_lists_, self.pq_subvectors_, 4, self._faiss_metric
             )
         index.nprobe = min(self.n_probe, self.n_lists_)
         if rng is not None:  # fit: k-means of the cells (and PQ codebooks) on a sample
             n_train = _TRAIN_POINTS_PER_LIST * self.n_lists_
-            if self.pq_subvectors is not None:  # 16 centres per sub-vector
+            if self.pq_subvectors_ is not None:  # 16 centres per sub-vector
                 n_train = max(n_train, 16 * _MIN_POINTS_PER_CENTROID)
             n_train = min(self.n_samples_fit_, n_train)
             rows = np.sort(rng.choice(self.n_samples_fit_, n_train, replace=False))
             index.train(self._fit_X[rows])
             self._trained["centroids"] = quantizer.reconstruct_n(0, self.n_lists_)
-            if self.pq_subvectors is not None:
+            if self.pq_subvectors_ is not None:
                 self._trained["pq_codebook"] = faiss.vector_to_array(index.pq.centroids)
         else:  # unpickled: the learned centres and codebooks, no retraining
             quantizer.add(np.ascontiguousarray(self._trained["centroids"], dtype=np.float32))
-            if self.pq_subvectors is not None:
+            if self.pq_subvectors_ is not None:
                 codebook = np.ascontiguousarray(self._trained["pq_codebook"], dtype=np.float32)
                 faiss.copy_array_to_vector(codebook, index.pq.centroids)
                 index.precompute_table()
@@ -518,7 +546,7 @@ class KNNScorer(BaseDetector):
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """faiss' similarities (squared L2 or inner products) and ids of the ``k``
         nearest training samples of each query, best first."""
-        if self.pq_subvectors is not None:
+        if self.pq_subvectors_ is not None:
             _, idx = self._index.search(queries, min(self.n_samples_fit_, k * _PQ_REFINE))
             found = self._exact(queries, idx)
             found, idx = found[:, :k], idx[:, :k]
