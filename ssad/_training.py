@@ -340,10 +340,10 @@ def train(
     load: dict[str, Any] = {"size": image_size, "interpolation": interpolation}
     step_fn: nn.Module = _Step(module, loss_fn)
     if world > 1:
-        gpu = device.index if device.index is not None else torch.cuda.current_device()
-        step_fn = DistributedDataParallel(
-            step_fn, device_ids=[gpu] if device.type == "cuda" else None
-        )
+        gpus = None
+        if device.type == "cuda":
+            gpus = [device.index if device.index is not None else torch.cuda.current_device()]
+        step_fn = DistributedDataParallel(step_fn, device_ids=gpus)
 
     def step_indices() -> Iterator[np.ndarray]:
         # read ahead by the loader's workers: an epoch's order may be drawn before the
