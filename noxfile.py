@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox`` runs the tests; ``nox -s lint mypy docs bench`` the rest.
+"""Developer sessions: ``nox`` runs the tests; ``nox -s lint mypy docs bench gpu`` the rest.
 
 Every session installs ssad into its own virtual environment (``nox -R`` reuses them).
 """
@@ -73,3 +73,20 @@ def bench(session: nox.Session) -> None:
     runner = ["python", "-m", "ssad.benchmarks", "--out", "bench-results", "--overwrite"]
     session.run(*runner, "--preset", "speed", env=OFFLINE)
     session.run(*runner, "--dataset", "digits", "--estimator", "knn-pixels", env=OFFLINE)
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """On a CUDA machine: GPU throughput and peak memory as JSON (gpu-results/gpu_check.json).
+
+    Stops at once with a message on a machine without CUDA.
+    """
+    session.install("-e", ".")
+    session.run(
+        "python",
+        "examples/gpu_check.py",
+        "--out",
+        "gpu-results/gpu_check.json",
+        *session.posargs,
+        env=OFFLINE,
+    )

@@ -55,9 +55,10 @@ usual rendering of transparent PNGs.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
     "GREY_MODES",
@@ -217,21 +219,118 @@ class ImageSet:
             _array_to_tensor(read_image_file(item) if self.kind == "path" else pil_to_array(item))
             for item in items
         ]
-        if size is None and len({t.shape for t in tensors}) > 1:
-            raise ValueError(
-                "The images have different sizes "
-                f"({sorted({tuple(t.shape[1:]) for t in tensors})[:3]} ...); pass a target size "
-                "(e.g. the estimator's image_size parameter) to resize them."
-            )
-        if size is not None:
+        if size is None:
+            _check_same_size(tensors)
+        else:
             tensors = [_resize(t.unsqueeze(0), size, interpolation)[0] for t in tensors]
         x = torch.stack(tensors)
         return x.to(device) if device is not None else x
 
-    def iter_batches(self, batch_size: int, **load_kwargs: Any) -> Iterator[torch.Tensor]:
-        """Yield consecutive batches from :meth:`load` (keyword arguments go to it)."""
-        for start in range(0, len(self), batch_size):
-            yield self.load(slice(start, start + batch_size), **load_kwargs)
+    def load_batches(
+        self,
+        index_batches: Iterable[Sequence[int] | np.ndarray | slice],
+        *,
+        size: tuple[int, int] | None = None,
+        device: torch.device | str | None = None,
+        interpolation: str = "bilinear",
+        num_workers: int = 0,
+    ) -> Generator[tuple[Any, torch.Tensor], None, None]:
+        """Load batches of images in turn, as :meth:`load` does; yield ``(indices, batch)``.
+
+        Parameters
+        ----------
+        index_batches : iterable of slices or sequences of int
+            The images of each batch.  It may be a lazy iterator: with
+            ``num_workers > 0`` it is read a few batches ahead.
+        size, device, interpolation
+            As in :meth:`load`.
+        num_workers : int, default=0
+            Image files (``kind="path"``) are decoded and resized in this many
+            :class:`torch.utils.data.DataLoader` worker processes, a few
+            batches ahead of the consumer; 0 decodes them here, in turn.
+            Arrays, tensors and PIL images are always loaded here (their
+            conversion is cheap next to decoding a file, and copying them to
+            worker processes is not).
+
+        Yields
+        ------
+        indices : slice or sequence of int
+            The item of ``index_batches`` the batch holds.
+        batch : torch.Tensor
+            The images, as :meth:`load` returns them.
+        """
+        if num_workers <= 0 or self.kind != "path":
+            for idx in index_batches:
+                yield idx, self.load(idx, size=size, device=device, interpolation=interpolation)
+            return
+        handed_out: collections.deque[Any] = collections.deque()
+
+        def batch_sampler() -> Iterator[list[int]]:
+            for idx in index_batches:
+                handed_out.append(idx)
+                if isinstance(idx, slice):
+                    yield list(range(*idx.indices(len(self))))
+                else:
+                    yield [int(i) for i in np.asarray(idx, dtype=np.int64)]
+
+        dev = torch.device(device) if device is not None else None
+        loader = DataLoader(
+            _DecodedFiles(self.data, size, interpolation),
+            batch_sampler=batch_sampler(),
+            num_workers=num_workers,
+            collate_fn=_stack_decoded,
+            pin_memory=dev is not None and dev.type == "cuda",
+            # the workers draw nothing; a generator of their own keeps the loader from
+            # drawing their seeds from torch's global generator (dropout, views)
+            generator=torch.Generator().manual_seed(0),
+        )
+        for x in loader:  # in order: the n-th batch is the n-th item handed out
+            yield handed_out.popleft(), (x.to(dev, non_blocking=True) if dev is not None else x)
+
+    def iter_batches(
+        self, batch_size: int, *, num_workers: int = 0, **load_kwargs: Any
+    ) -> Iterator[torch.Tensor]:
+        """Yield consecutive batches from :meth:`load` (keyword arguments go to it).
+
+        ``num_workers``: decode image files in worker processes (see :meth:`load_batches`).
+        """
+        starts = range(0, len(self), batch_size)
+        batches = (slice(start, start + batch_size) for start in starts)
+        for _, x in self.load_batches(batches, num_workers=num_workers, **load_kwargs):
+            yield x
+
+
+class _DecodedFiles(Dataset[torch.Tensor]):
+    """Image files decoded and resized one by one, as :meth:`ImageSet.load` does:
+    what :class:`~torch.utils.data.DataLoader` workers run."""
+
+    def __init__(
+        self, paths: Sequence[str], size: tuple[int, int] | None, interpolation: str
+    ) -> None:
+        self.paths, self.size, self.interpolation = paths, size, interpolation
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = _array_to_tensor(read_image_file(self.paths[i]))
+        if self.size is not None:
+            x = _resize(x.unsqueeze(0), self.size, self.interpolation)[0]
+        return x
+
+
+def _stack_decoded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    _check_same_size(tensors)
+    return torch.stack(tensors)
+
+
+def _check_same_size(tensors: Sequence[torch.Tensor]) -> None:
+    if len({t.shape for t in tensors}) > 1:
+        raise ValueError(
+            "The images have different sizes "
+            f"({sorted({tuple(t.shape[1:]) for t in tensors})[:3]} ...); pass a target size "
+            "(e.g. the estimator's image_size parameter) to resize them."
+        )
 
 
 def check_images(X: Any, *, name: str = "X") -> ImageSet:
@@ -698,10 +797,22 @@ class Preprocessor:
         return (x - mean) / std
 
     def batches(
-        self, images: ImageSet, batch_size: int, device: torch.device | str | None = None
+        self,
+        images: ImageSet,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        num_workers: int = 0,
     ) -> Iterator[torch.Tensor]:
-        """Yield model-ready batches of ``images``, loaded, resized and normalised on ``device``."""
+        """Yield model-ready batches of ``images``, loaded, resized and normalised on ``device``.
+
+        ``num_workers``: image files are decoded and resized in that many
+        DataLoader worker processes (:meth:`ImageSet.load_batches`).
+        """
         for x in images.iter_batches(
-            batch_size, size=self.size, device=device, interpolation=self.interpolation
+            batch_size,
+            size=self.size,
+            device=device,
+            interpolation=self.interpolation,
+            num_workers=num_workers,
         ):
             yield self(x)

@@ -15,10 +15,25 @@ starts from pretrained weights (:func:`batchnorm_layers`), whose running
 statistics would otherwise be re-estimated on augmented training views and
 no longer match the weights.  Outside the steps (``before_epoch``,
 validation, and after training) the whole module is in eval mode.
+
+Under ``torchrun`` (a process group of several processes, see
+:mod:`ssad._distributed`) the same loop runs data-parallel, as DINO's
+``main_dino.py`` does: the step (``loss_fn`` and every module it calls) is
+wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, so gradients
+are averaged across processes during the backward pass; each process draws
+the same shuffled order (the same ``rng`` on every rank) and takes its share
+of every batch (``batch[rank::world_size]``, what a ``DistributedSampler``
+gives), so ``batch_size`` stays the number of images per optimiser step over
+all processes; the epoch losses are summed over processes, so the loss curve
+is the same on every rank; buffers (batch-norm statistics) are copied from
+rank 0 at every step and epoch; only rank 0 logs and shows progress.
+Parameters stay equal on every rank (same start, same averaged gradients),
+so an EMA teacher updated from them in ``after_step`` stays equal too.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import logging
@@ -31,8 +46,10 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ssad import _distributed
 from ssad._images import ImageSet
 from ssad.backbones import autocast
 
@@ -150,14 +167,42 @@ def _mean_loss(
     device: torch.device,
     precision: str,
 ) -> float:
-    total, count = 0.0, 0
+    """Mean of ``loss_fn`` over ``images`` (each process takes its share; summed over all)."""
+    world, rank = _distributed.world_size(), _distributed.rank()
+    mine = np.arange(rank, len(images), world)
+    batches = (mine[start : start + batch_size] for start in range(0, len(mine), batch_size))
+    sums = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
-        for batch in images.iter_batches(batch_size, device=device, **load):
+        for _, batch in images.load_batches(batches, device=device, **load):
             with autocast(device, precision):
                 loss = loss_fn(batch)
-            total += float(loss) * len(batch)
-            count += len(batch)
+            sums += torch.tensor([float(loss) * len(batch), len(batch)], dtype=torch.float64)
+    total, count = _reduce(sums)
     return total / max(count, 1)
+
+
+def _reduce(sums: torch.Tensor) -> tuple[float, float]:
+    """``sums`` summed over processes, as two floats."""
+    total, count = _distributed.all_reduce_sum(sums).tolist()
+    return float(total), float(count)
+
+
+class _Step(nn.Module):
+    """One training step's forward pass, ``loss_fn(batch[, indices])``, as a module.
+
+    DistributedDataParallel averages the gradients of the parameters of the
+    module it wraps, during the backward pass of what that module's forward
+    returned; wrapping the loss (and through ``module`` every network
+    ``loss_fn`` calls) lets detectors keep calling their networks directly.
+    """
+
+    def __init__(self, module: nn.Module, loss_fn: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.module = module
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: torch.Tensor, indices: np.ndarray | None = None) -> torch.Tensor:
+        return self.loss_fn(batch) if indices is None else self.loss_fn(batch, indices)
 
 
 def train(
@@ -176,6 +221,7 @@ def train(
     lr_schedule: Callable[[int], float] | None = None,
     weight_decay_schedule: Callable[[int], float] | None = None,
     clip_grad_norm: float | None = None,
+    before_step: Callable[[int], None] | None = None,
     after_step: Callable[[int], None] | None = None,
     before_epoch: Callable[[int], None] | None = None,
     frozen: Sequence[nn.Module] = (),
@@ -183,6 +229,7 @@ def train(
     n_iter_no_change: int | None = None,
     drop_last: bool = False,
     pass_indices: bool = False,
+    num_workers: int = 0,
     verbose: int = 0,
     desc: str = "train",
 ) -> TrainResult:
@@ -218,6 +265,11 @@ def train(
         for groups whose ``weight_decay`` is non-zero).
     clip_grad_norm : float, optional
         Clip the global gradient norm to this value.
+    before_step : callable, optional
+        Called with the global step after the backward pass, before gradient
+        clipping and the optimiser step (e.g. to drop the gradients of a layer
+        that is frozen for the first steps, as DINO does; setting
+        ``requires_grad`` instead would hide it from DistributedDataParallel).
     after_step : callable, optional
         Called with the global step after each optimiser step (EMA updates).
     before_epoch : callable, optional
@@ -241,6 +293,9 @@ def train(
         Call ``loss_fn(batch, indices)`` during training steps, with the
         positions of the batch's images in ``images`` (validation batches
         still get ``loss_fn(batch)``).
+    num_workers : int, default=0
+        Image files are decoded and resized in this many DataLoader worker
+        processes, a few steps ahead (:meth:`ssad._images.ImageSet.load_batches`).
     verbose : int, default=0
         Progress bar when > 0.
     desc : str
@@ -255,39 +310,94 @@ def train(
     ------
     FloatingPointError
         When the loss becomes NaN or infinite.
+    ValueError
+        Under ``torchrun``, when there are fewer images than processes.
+
+    Notes
+    -----
+    Under ``torchrun`` (see the module documentation) each process computes
+    ``loss_fn`` on its share of the batch; the gradient of the average over
+    processes, with the shares weighted by their sizes, is that of the whole
+    batch when ``loss_fn`` is a mean over images.  Losses that compare the
+    images of a batch with each other (in-batch neighbours, batch-norm
+    statistics) see only the process's share, as in DINO.  A last batch
+    with fewer images than processes is dropped.  Each process draws its
+    random views from its own torch generator (seeded from ``rng`` and the
+    rank), so the processes do not crop their images alike.
     """
     result = TrainResult()
     n = len(images)
+    world, rank = _distributed.world_size(), _distributed.rank()
+    if n < world:
+        raise ValueError(
+            f"Distributed training over {world} processes needs at least {world} training "
+            f"images (one per process); got {n}."
+        )
     n_steps = steps_per_epoch(n, batch_size, drop_last)
+    if world > 1 and n - (n_steps - 1) * batch_size < world:
+        n_steps -= 1  # a last batch with fewer images than processes cannot be shared out
     scaler = torch.amp.GradScaler(device.type) if _is_fp16(precision) else None
     load: dict[str, Any] = {"size": image_size, "interpolation": interpolation}
+    step_fn: nn.Module = _Step(module, loss_fn)
+    if world > 1:
+        gpus = None
+        if device.type == "cuda":
+            gpus = [device.index if device.index is not None else torch.cuda.current_device()]
+        step_fn = DistributedDataParallel(step_fn, device_ids=gpus)
+
+    def step_indices() -> Iterator[np.ndarray]:
+        # read ahead by the loader's workers: an epoch's order may be drawn before the
+        # previous epoch ends; nothing else draws from rng meanwhile
+        for _ in range(n_epochs):
+            order = rng.permutation(n)
+            for b in range(n_steps):
+                yield order[b * batch_size : (b + 1) * batch_size]
+
     best_loss, best_state = math.inf, None
     step = 0
-    with tqdm(total=n_epochs * n_steps, disable=verbose <= 0, desc=desc) as bar:
+    global_batches = step_indices()
+    sizes: collections.deque[int] = collections.deque()  # global batches handed out
+
+    def shares() -> Iterator[np.ndarray]:
+        for idx in global_batches:
+            sizes.append(len(idx))
+            yield idx[rank::world]
+
+    with (
+        _rank_generator(rng, device, rank, world),
+        contextlib.closing(
+            images.load_batches(shares(), device=device, num_workers=num_workers, **load)
+        ) as batches,
+        tqdm(total=n_epochs * n_steps, disable=verbose <= 0 or rank != 0, desc=desc) as bar,
+    ):
         for epoch in range(n_epochs):
             module.eval()
             if before_epoch is not None:
                 before_epoch(epoch)
             _set_train_mode(module, frozen)
-            order = rng.permutation(n)
-            total, count = 0.0, 0
-            for b in range(n_steps):
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                batch = images.load(idx, device=device, **load)
+            sums = torch.zeros(2, dtype=torch.float64)
+            for _ in range(n_steps):
+                idx, batch = next(batches)
+                global_size = sizes.popleft()
                 _apply_schedules(optimizer, step, lr_schedule, weight_decay_schedule)
                 with autocast(device, precision):
-                    loss = loss_fn(batch, idx) if pass_indices else loss_fn(batch)
+                    loss = step_fn(batch, idx if pass_indices else None)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"The training loss is {float(loss)} at epoch {epoch}, step {step}; "
                         "try a lower learning_rate or precision='float32'."
                     )
+                # DDP averages the processes' gradients: weight each share by its size so
+                # that the average is the gradient of the mean over the whole batch
+                weighted = loss * (len(idx) * world / global_size) if world > 1 else loss
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
-                    scaler.scale(loss).backward()
+                    scaler.scale(weighted).backward()
                     scaler.unscale_(optimizer)
                 else:
-                    loss.backward()
+                    weighted.backward()
+                if before_step is not None:
+                    before_step(step)
                 if clip_grad_norm is not None:
                     nn.utils.clip_grad_norm_(module.parameters(), clip_grad_norm)
                 if scaler is not None:
@@ -297,11 +407,12 @@ def train(
                     optimizer.step()
                 if after_step is not None:
                     after_step(step)
-                total += float(loss.detach()) * len(idx)
-                count += len(idx)
+                sums += torch.tensor([float(loss.detach()) * len(idx), len(idx)], dtype=sums.dtype)
                 step += 1
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{total / count:.4g}")
+                bar.set_postfix(epoch=epoch, loss=f"{float(sums[0] / sums[1]):.4g}")
+            _distributed.broadcast_buffers(module)
+            total, count = _reduce(sums)
             result.loss_curve.append(total / max(count, 1))
             if validation_images is not None:
                 module.eval()
@@ -311,18 +422,21 @@ def train(
                     best_loss, result.best_epoch = val, epoch
                     best_state = copy.deepcopy(module.state_dict())
             result.n_epochs = epoch + 1
-            logger.debug("%s epoch %d: loss %.5g", desc, epoch, result.loss_curve[-1])
+            if rank == 0:
+                logger.debug("%s epoch %d: loss %.5g", desc, epoch, result.loss_curve[-1])
             if (
                 n_iter_no_change is not None
                 and validation_images is not None
                 and epoch - result.best_epoch >= n_iter_no_change
             ):
-                logger.info(
-                    "%s: validation loss has not improved for %d epochs; stopped after epoch %d",
-                    desc,
-                    n_iter_no_change,
-                    epoch,
-                )
+                if rank == 0:
+                    logger.info(
+                        "%s: validation loss has not improved for %d epochs; stopped after "
+                        "epoch %d",
+                        desc,
+                        n_iter_no_change,
+                        epoch,
+                    )
                 break
     module.eval()
     if best_state is not None:
@@ -330,6 +444,20 @@ def train(
     else:
         result.best_epoch = n_epochs - 1
     return result
+
+
+@contextlib.contextmanager
+def _rank_generator(
+    rng: np.random.Generator, device: torch.device, rank: int, world: int
+) -> Iterator[None]:
+    """Under torchrun: run the block with torch's generator seeded per rank, then restore it."""
+    if world <= 1:
+        yield
+        return
+    seed = int(rng.integers(np.iinfo(np.int32).max)) + rank
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _is_fp16(precision: str) -> bool:

@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ssad import _distributed
 from ssad.thresholds import conformal_p_values
 
 __all__ = ["DEVICE_CONSTRAINT", "BaseDetector", "resolve_device"]
@@ -44,7 +45,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     Parameters
     ----------
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or torch.device
-        ``"auto"`` picks CUDA when it is available and the CPU otherwise.
+        ``"auto"`` picks CUDA when it is available and the CPU otherwise;
+        under ``torchrun`` it picks the GPU ``cuda:LOCAL_RANK``, one per process.
 
     Returns
     -------
@@ -61,7 +63,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
         If a CUDA or MPS device is requested but is not available.
     """
     if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if _distributed.launched_world_size() > 1:  # torchrun: one GPU per process
+            return torch.device("cuda", _distributed.local_rank() % torch.cuda.device_count())
+        return torch.device("cuda")
     expected = "The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
     try:
         dev = torch.device(device)

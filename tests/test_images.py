@@ -314,3 +314,44 @@ def test_decompression_bomb_names_the_file(tmp_path, monkeypatch):
         ValueError, match=r"Refused to read the image file .*bomb\.png.*MAX_IMAGE_PIXELS"
     ):
         images.load(slice(None))
+
+
+@pytest.fixture
+def jpeg_files(tmp_path):
+    """Seven JPEG files of different sizes, grey and RGB."""
+    rng = np.random.default_rng(4)
+    paths = []
+    for i in range(7):
+        shape = (20 + i, 24) if i % 2 else (18, 16 + i, 3)
+        img = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        img.save(paths[-1])
+    return paths
+
+
+def test_files_decode_the_same_in_loader_workers(jpeg_files):
+    images = check_images(jpeg_files)
+    serial = list(images.iter_batches(3, size=(16, 16)))
+    parallel = list(images.iter_batches(3, size=(16, 16), num_workers=2))
+    assert [len(b) for b in parallel] == [3, 3, 1]
+    for a, b in zip(serial, parallel):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # lazily given index batches come back in order, with their indices
+    order = [np.array([6, 0]), slice(2, 4), [5]]
+    loaded = list(images.load_batches(iter(order), size=(8, 8), num_workers=1))
+    assert [idx is o for (idx, _), o in zip(loaded, order)] == [True] * 3
+    torch.testing.assert_close(loaded[0][1], images.load([6, 0], size=(8, 8)))
+
+
+def test_different_sizes_need_a_size_in_loader_workers_too(jpeg_files):
+    with pytest.raises(ValueError, match="different sizes"):
+        list(check_images(jpeg_files).iter_batches(3, num_workers=1))
+
+
+def test_num_workers_reaches_the_embedder(jpeg_files):
+    from ssad import TimmFeatures
+
+    params = {"pretrained": False, "image_size": 16, "batch_size": 3, "random_state": 0}
+    serial = TimmFeatures("test_vit", **params).fit(jpeg_files).transform(jpeg_files)
+    feats = TimmFeatures("test_vit", num_workers=2, **params).fit(jpeg_files)
+    np.testing.assert_array_equal(feats.transform(jpeg_files), serial)

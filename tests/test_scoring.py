@@ -6,6 +6,7 @@ import doctest
 import importlib
 import pickle
 
+import faiss
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -26,6 +27,8 @@ CHECKED = [
     KNNScorer(n_neighbors=1),
     KNNScorer(n_neighbors=3, metric="cosine", aggregate="max", batch_size=5),
     KNNScorer(aggregate="mean", batch_size=1),
+    KNNScorer(index="ivf", n_lists=2, n_probe=1, random_state=0),
+    KNNScorer(index="hnsw", hnsw_m=4, ef_search=8),
     CosineKernelScorer(batch_size=7),
     CosineKernelScorer(temperature=0.5, shift=0.1, log=False),
 ]
@@ -304,6 +307,137 @@ def test_knn_refuses_queries_beyond_the_float32_range_of_the_training_scale():
     scorer = KNNScorer(n_neighbors=3).fit(X_train)
     with pytest.raises(ValueError, match=r"X has values up to .*float32 search of faiss"):
         scorer.score_samples(X_test * 1e20)
+
+
+def _clustered(n, d=16, n_clusters=40, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, d)) * 4.0
+    return centres[rng.integers(0, n_clusters, n)] + rng.normal(size=(n, d))
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_knn_ivf_searching_every_cell_is_exact(metric):
+    X_train, X_test = _data()
+    exact = KNNScorer(n_neighbors=3, metric=metric, index="flat").fit(X_train)
+    ivf = KNNScorer(n_neighbors=3, metric=metric, index="ivf", n_lists=4, n_probe=4).fit(X_train)
+    assert (ivf.index_, ivf.n_lists_) == ("ivf", 4)
+    np.testing.assert_allclose(ivf.score_samples(X_test), exact.score_samples(X_test), rtol=1e-5)
+    # the leave-one-out training scores go through the same index
+    np.testing.assert_allclose(ivf.train_scores_, exact.train_scores_, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"index": "ivf", "pq_subvectors": None},
+        {"index": "ivf"},  # "auto": 4-bit codes of 8 features
+        {"index": "hnsw"},
+        {"index": "ivf", "pq_subvectors": 16, "n_lists": 8},
+    ],
+)
+def test_knn_approximate_indexes_find_the_exact_neighbours_on_clusters(params):
+    X = _clustered(4000, d=64)
+    X_train, X_test = X[:3600], X[3600:]
+    exact = KNNScorer(index="flat").fit(X_train)
+    approx = KNNScorer(random_state=0, **params).fit(X_train)
+    # most neighbours are the exact ones; in 64 dimensions the members of a cluster are
+    # at almost equal distances, so a missed neighbour is replaced by one about as near
+    for found, expected in [
+        (approx.score_samples(X_test), exact.score_samples(X_test)),
+        (approx.train_scores_, exact.train_scores_),  # leave-one-out, through the index
+    ]:
+        error = np.abs(found - expected) / np.abs(expected)
+        assert np.median(error) < 1e-4
+        assert np.percentile(error, 95) < 0.1
+    assert approx.offset_ == pytest.approx(exact.offset_, rel=0.01)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_knn_kneighbors_matches_sklearn(metric):
+    X_train, X_test = _data()
+    scorer = KNNScorer(n_neighbors=3, metric=metric).fit(X_train)
+    distances, indices = scorer.kneighbors(X_test)
+    nn = NearestNeighbors(
+        n_neighbors=3, algorithm="brute", metric="euclidean" if metric == "l2" else "cosine"
+    ).fit(X_train)
+    expected_d, expected_i = nn.kneighbors(X_test)
+    np.testing.assert_array_equal(indices, expected_i)
+    np.testing.assert_allclose(distances, expected_d, rtol=1e-5, atol=1e-6)
+    assert distances.dtype == np.float64 and indices.dtype == np.int64
+
+
+def test_knn_auto_index_switches_at_the_threshold(monkeypatch):
+    from ssad.scoring import _knn
+
+    X_train, _ = _data()
+    assert KNNScorer().fit(X_train).index_ == "flat"
+    monkeypatch.setattr(_knn, "AUTO_IVF_MIN_SAMPLES", len(X_train))
+    scorer = KNNScorer(random_state=0).fit(X_train)
+    assert scorer.index_ == "ivf"
+    assert scorer.n_lists_ == max(1, min(round(4 * np.sqrt(len(X_train))), len(X_train) // 39))
+    assert scorer.pq_subvectors_ is None  # 6 features: not a multiple of 8
+    wide = KNNScorer(random_state=0).fit(np.hstack([X_train, X_train, X_train[:, :4]]))
+    assert wide.pq_subvectors_ == 2  # 16 features: one 4-bit code per 8
+    assert KNNScorer(pq_subvectors=None).fit(X_train).pq_subvectors_ is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"index": "ivf", "n_lists": 6, "n_probe": 2},
+        {"index": "ivf", "n_lists": 6, "n_probe": 2, "pq_subvectors": 3},
+        {"index": "hnsw", "hnsw_m": 4, "ef_search": 4},
+        {"index": "hnsw", "metric": "cosine"},
+    ],
+)
+def test_knn_approximate_index_round_trips_without_retraining(params, tmp_path):
+    import ssad
+
+    X_train, X_test = _data()
+    scorer = KNNScorer(n_neighbors=2, random_state=0, **params).fit(X_train)
+    expected = scorer.score_samples(X_test)
+    restored = pickle.loads(pickle.dumps(scorer))
+    assert restored._index is None
+    np.testing.assert_array_equal(restored.score_samples(X_test), expected)
+    ssad.save(scorer, tmp_path / "knn.ssad")
+    np.testing.assert_array_equal(ssad.load(tmp_path / "knn.ssad").score_samples(X_test), expected)
+
+
+def test_knn_ivf_is_reproducible_with_random_state():
+    X_train, X_test = _data()
+    a = KNNScorer(index="ivf", n_lists=5, n_probe=1, random_state=3).fit(X_train)
+    b = KNNScorer(index="ivf", n_lists=5, n_probe=1, random_state=3).fit(X_train)
+    np.testing.assert_array_equal(a.score_samples(X_test), b.score_samples(X_test))
+    np.testing.assert_array_equal(a.train_scores_, b.train_scores_)
+
+
+def test_knn_refuses_a_damaged_hnsw_graph():
+    X_train, X_test = _data()
+    restored = pickle.loads(pickle.dumps(KNNScorer(index="hnsw").fit(X_train)))
+    restored._trained["hnsw"]["neighbors"][0] = len(X_train)  # points outside the data
+    with pytest.raises(ValueError, match="stored HNSW graph does not match"):
+        restored.score_samples(X_test)
+
+
+def test_knn_index_parameter_errors():
+    X_train, _ = _data()
+    with pytest.raises(ValueError, match="pq_subvectors .* needs index='ivf'"):
+        KNNScorer(index="flat", pq_subvectors=2).fit(X_train)
+    with pytest.raises(ValueError, match=r"must divide the number of features \(6\)"):
+        KNNScorer(index="ivf", pq_subvectors=4).fit(X_train)
+    with pytest.raises(ValueError, match="needs at least 16 training samples"):
+        KNNScorer(index="ivf", pq_subvectors=2).fit(X_train[:15])
+    with pytest.raises(ValueError, match="n_lists must be at most the number of training"):
+        KNNScorer(index="ivf", n_lists=10_000).fit(X_train)
+    with pytest.raises(ValueError, match="The 'index' parameter of KNNScorer must be"):
+        KNNScorer(index="lsh").fit(X_train)
+
+
+@pytest.mark.skipif(getattr(faiss, "get_num_gpus", lambda: 0)() > 0, reason="faiss sees a GPU")
+def test_knn_cuda_without_gpu_faiss_names_the_fix():
+    X_train, _ = _data()
+    with pytest.raises(RuntimeError, match="install a faiss-gpu package"):
+        KNNScorer(device="cuda").fit(X_train)
 
 
 # -- CosineKernelScorer ------------------------------------------------------------

@@ -169,3 +169,30 @@ def test_teacher_entropy_curve(images):
     det.fit(images)
     assert len(det.teacher_entropy_curve_) == SD_TINY["n_epochs"]
     assert all(0 <= e <= np.log(SD_TINY["out_dim"]) + 1e-6 for e in det.teacher_entropy_curve_)
+
+
+def test_num_workers_does_not_change_training(tmp_path):
+    from PIL import Image
+
+    from ssad import TransformalyDetector
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(10):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(paths[-1])
+    params = {
+        "backbone": "test_vit",
+        "pretrained": False,
+        "image_size": 32,
+        "n_student_blocks": 1,
+        "n_epochs": 2,
+        "batch_size": 4,
+        "random_state": 0,
+    }
+    serial = TransformalyDetector(**params).fit(paths)
+    parallel = TransformalyDetector(num_workers=2, **params).fit(paths)
+    assert parallel.loss_curve_ == serial.loss_curve_
+    assert parallel.validation_curve_ == serial.validation_curve_
+    np.testing.assert_array_equal(parallel.score_samples(paths), serial.score_samples(paths))
+    assert parallel.world_size_ == 1

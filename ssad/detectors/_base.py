@@ -17,6 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ssad import _distributed
 from ssad._images import ImageSet, Preprocessor, check_images
 from ssad._persistence import TorchStateMixin
 from ssad._training import batchnorm_layers, seeded
@@ -58,7 +59,15 @@ class ImageDetector(TorchStateMixin, BaseDetector):
     (:class:`~ssad.PatchCoreDetector`: a memory bank of patch features).
 
     The parameters every deep detector shares (backbone, weights, input size,
-    batch size, device, precision, seed, verbosity) are validated here.
+    batch size, loader workers, device, precision, seed, verbosity) are
+    validated here.
+
+    Under ``torchrun --nproc_per_node=N`` ``fit`` joins the process group
+    (:func:`ssad._distributed.init_from_env`), trains data-parallel
+    (:func:`ssad._training.train`) and records the number of processes in
+    ``world_size_`` (1 without ``torchrun``); every process then embeds the
+    training images and fits the same scorer, so each ends with the same
+    fitted detector.
     """
 
     _parameter_constraints: dict[str, list[Any]] = {
@@ -68,6 +77,7 @@ class ImageDetector(TorchStateMixin, BaseDetector):
         "checkpoint_path": [str, os.PathLike, None],
         "image_size": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list, None],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "num_workers": [Interval(numbers.Integral, 0, None, closed="left")],
         "device": DEVICE_CONSTRAINT,
         "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
@@ -120,6 +130,8 @@ class ImageDetector(TorchStateMixin, BaseDetector):
                 f"{type(self).__name__} needs at least {n_min} training images with these "
                 f"parameters; got {len(X)}."
             )
+        _distributed.init_from_env()  # under torchrun: join the process group
+        self.world_size_ = _distributed.world_size()
         self.device_ = resolve_device(self.device)
         with seeded(self.random_state, self.device_) as seed:
             rng = np.random.default_rng(seed)
@@ -148,6 +160,7 @@ class ImageDetector(TorchStateMixin, BaseDetector):
             device=self.device_,
             precision=self.precision,
             normalize=self._normalize_embeddings,
+            num_workers=getattr(self, "num_workers", 0),
             verbose=self.verbose,
             desc=f"{type(self).__name__} {desc}",
         )
@@ -288,6 +301,7 @@ class ImageDetector(TorchStateMixin, BaseDetector):
             pooling="auto",
             image_size=self.image_size,
             batch_size=self.batch_size,
+            num_workers=getattr(self, "num_workers", 0),
             device=self.device,
             precision=self.precision,
             random_state=self.random_state,

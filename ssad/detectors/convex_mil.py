@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
+from ssad._distributed import all_reduce_sum
 from ssad._images import ImageSet
 from ssad._training import cosine_schedule, evaluating, steps_per_epoch, train
 from ssad.augment._views import (
@@ -137,6 +138,11 @@ class ConvexMILDetector(ImageDetector):
         Images per training step (each step forwards up to 5 views of each)
         and per inference batch.  A training batch is the bag that is split
         into candidate sets.
+    num_workers : int, default=0
+        Image files (inputs given as paths) are decoded and resized in this
+        many :class:`torch.utils.data.DataLoader` worker processes, ahead of
+        the model, while training and embedding; 0 decodes them in the
+        calling process.  Arrays, tensors and PIL images are not affected.
     learning_rate : float, default=1e-3
         Peak Adam learning rate (paper: 1e-3).
     image_size : int or (int, int), default=32
@@ -177,6 +183,9 @@ class ConvexMILDetector(ImageDetector):
         Mean training loss per epoch.
     device_ : torch.device
         The resolved device.
+    world_size_ : int
+        Number of processes that trained together: the ``torchrun``
+        processes, 1 without ``torchrun``.
     offset_ : float
         Threshold on ``score_samples``.
 
@@ -330,6 +339,7 @@ class ConvexMILDetector(ImageDetector):
         n_epochs: int = 200,
         warmup_epochs: int = 10,
         batch_size: int = 64,
+        num_workers: int = 0,
         learning_rate: float = 1e-3,
         image_size: int | tuple[int, int] | None = 32,
         contamination: str | float = "auto",
@@ -358,6 +368,7 @@ class ConvexMILDetector(ImageDetector):
         self.n_epochs = n_epochs
         self.warmup_epochs = warmup_epochs
         self.batch_size = batch_size
+        self.num_workers = num_workers
         self.learning_rate = learning_rate
         self.image_size = image_size
         self.contamination = contamination
@@ -468,6 +479,8 @@ class ConvexMILDetector(ImageDetector):
 
         def before_epoch(epoch: int) -> None:
             total = state["sum"]
+            if total is not None:  # under torchrun: every process's embeddings
+                total = all_reduce_sum(total)
             mean_shift = self.lambda_mean > 0 and epoch >= self.mean_shift_start_epoch
             center = None
             if mean_shift and total is not None:
@@ -493,6 +506,7 @@ class ConvexMILDetector(ImageDetector):
             ),
             n_epochs=self.n_epochs,
             batch_size=bs,
+            num_workers=self.num_workers,
             device=self.device_,
             rng=rng,
             precision=self.precision,
@@ -507,6 +521,9 @@ class ConvexMILDetector(ImageDetector):
             desc="ConvexMIL",
         )
         self.loss_curve_ = result.loss_curve
+        # under torchrun each process marked the candidates of its share of the batches
+        marks = torch.from_numpy(self.abnormal_candidates_.astype(np.float64))
+        self.abnormal_candidates_ = all_reduce_sum(marks).numpy() > 0
 
     def _loss(
         self,

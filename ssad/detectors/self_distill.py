@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
+from ssad._distributed import all_reduce_sum
 from ssad._images import ImageSet, check_images
 from ssad._training import cosine_schedule, train
 from ssad.augment import (
@@ -185,6 +186,11 @@ class SelfDistillNegDetector(ImageDetector):
     batch_size : int, default=64
         Images per training step (each with ``2 + N`` positive and
         ``1 + N`` negative views per source) and per inference batch.
+    num_workers : int, default=0
+        Image files (inputs given as paths) are decoded and resized in this
+        many :class:`torch.utils.data.DataLoader` worker processes, ahead of
+        the model, while training and embedding; 0 decodes them in the
+        calling process.  Arrays, tensors and PIL images are not affected.
     learning_rate : float, default=5e-4
         AdamW peak learning rate for 256 images per step; the rate used is
         ``learning_rate * images_per_step / 256`` (DINO's linear scaling),
@@ -237,6 +243,9 @@ class SelfDistillNegDetector(ImageDetector):
         Optimiser steps taken.
     device_ : torch.device
         The resolved device.
+    world_size_ : int
+        Number of processes that trained together: the ``torchrun``
+        processes, 1 without ``torchrun``.
     offset_ : float
         Threshold on ``score_samples``.
 
@@ -400,6 +409,7 @@ class SelfDistillNegDetector(ImageDetector):
         kernel_temperature: float = 0.04,
         n_epochs: int = 100,
         batch_size: int = 64,
+        num_workers: int = 0,
         learning_rate: float = 5e-4,
         learning_rate_end: float = 1e-6,
         warmup_epochs: int = 10,
@@ -443,6 +453,7 @@ class SelfDistillNegDetector(ImageDetector):
         self.kernel_temperature = kernel_temperature
         self.n_epochs = n_epochs
         self.batch_size = batch_size
+        self.num_workers = num_workers
         self.learning_rate = learning_rate
         self.learning_rate_end = learning_rate_end
         self.warmup_epochs = warmup_epochs
@@ -626,9 +637,6 @@ class SelfDistillNegDetector(ImageDetector):
         )
         last_layer = [p for p in student.head.last_layer.parameters() if p.requires_grad]
         freeze_steps = self.freeze_last_layer * steps_per_epoch
-        if freeze_steps > 0:
-            for p in last_layer:
-                p.requires_grad_(False)
 
         pre = self.preprocessor_
         mean = torch.tensor(pre.mean, device=self.device_).view(1, -1, 1, 1)
@@ -699,12 +707,16 @@ class SelfDistillNegDetector(ImageDetector):
                 loss = loss + self.negative_weight * uniform_loss(student_out[len(positives) :])
             return loss
 
+        def before_step(step: int) -> None:
+            # DINO's cancel_gradients_last_layer: the optimiser skips parameters
+            # without gradients (no update, no weight decay, no moment update)
+            if step < freeze_steps:
+                for p in last_layer:
+                    p.grad = None
+
         def after_step(step: int) -> None:
             update_ema(teacher, student, momentum_schedule(step))
             state["step"] = step + 1
-            if step + 1 == freeze_steps:
-                for p in last_layer:
-                    p.requires_grad_(True)
 
         result = train(
             nn.ModuleDict({"student": student, "teacher": teacher}),
@@ -713,6 +725,7 @@ class SelfDistillNegDetector(ImageDetector):
             optimizer=optimizer,
             n_epochs=self.n_epochs,
             batch_size=self.batch_size,
+            num_workers=self.num_workers,
             device=self.device_,
             rng=rng,
             precision=self.precision,
@@ -721,6 +734,7 @@ class SelfDistillNegDetector(ImageDetector):
             lr_schedule=lr_schedule,
             weight_decay_schedule=wd_schedule,
             clip_grad_norm=self.clip_grad_norm,
+            before_step=before_step,
             after_step=after_step,
             frozen=[teacher, *self._frozen_batchnorm(student.backbone)],
             drop_last=True,
@@ -728,7 +742,10 @@ class SelfDistillNegDetector(ImageDetector):
             desc="SSL-SDN train",
         )
         self.loss_curve_ = result.loss_curve
-        self.teacher_entropy_curve_ = [float(np.mean(e)) for e in entropies if e]
+        # under torchrun: the mean over every process's batches, the same on every rank
+        sums = torch.tensor([[sum(e), len(e)] for e in entropies if e], dtype=torch.float64)
+        all_reduce_sum(sums)
+        self.teacher_entropy_curve_ = [float(total / count) for total, count in sums.tolist()]
         self.n_steps_ = state["step"]
 
     def _make_scorer(self) -> BaseDetector:

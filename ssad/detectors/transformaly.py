@@ -132,6 +132,11 @@ class TransformalyDetector(ImageDetector):
         epochs (needs ``validation_fraction``); None trains ``n_epochs``.
     batch_size : int, default=32
         Images per training step and per inference batch.
+    num_workers : int, default=0
+        Image files (inputs given as paths) are decoded and resized in this
+        many :class:`torch.utils.data.DataLoader` worker processes, ahead of
+        the model, while training and embedding; 0 decodes them in the
+        calling process.  Arrays, tensors and PIL images are not affected.
     learning_rate : float, default=1e-4
         Adam learning rate.
     validation_fraction : float in (0, 1) or None, default=0.1
@@ -178,6 +183,9 @@ class TransformalyDetector(ImageDetector):
         Epochs trained (fewer than ``n_epochs`` after early stopping).
     device_ : torch.device
         The resolved device.
+    world_size_ : int
+        Number of processes that trained together: the ``torchrun``
+        processes, 1 without ``torchrun``.
     offset_ : float
         Threshold on ``score_samples``.
 
@@ -267,6 +275,7 @@ class TransformalyDetector(ImageDetector):
         n_epochs: int = 30,
         n_iter_no_change: int | None = None,
         batch_size: int = 32,
+        num_workers: int = 0,
         learning_rate: float = 1e-4,
         validation_fraction: float | None = 0.1,
         image_size: int | tuple[int, int] | None = None,
@@ -290,6 +299,7 @@ class TransformalyDetector(ImageDetector):
         self.n_epochs = n_epochs
         self.n_iter_no_change = n_iter_no_change
         self.batch_size = batch_size
+        self.num_workers = num_workers
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction
         self.image_size = image_size
@@ -431,6 +441,7 @@ class TransformalyDetector(ImageDetector):
             optimizer=torch.optim.Adam(self.students_.parameters(), lr=self.learning_rate),
             n_epochs=self.n_epochs,
             batch_size=self.batch_size,
+            num_workers=self.num_workers,
             device=self.device_,
             rng=rng,
             precision=self.precision,

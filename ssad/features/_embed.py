@@ -206,6 +206,7 @@ def embed_images(
     device: torch.device,
     precision: str = "auto",
     normalize: bool = False,
+    num_workers: int = 0,
     verbose: int = 0,
     desc: str = "embed",
 ) -> np.ndarray:
@@ -234,6 +235,9 @@ def embed_images(
         Autocast dtype (:func:`ssad.backbones.autocast`).
     normalize : bool, default=False
         L2-normalise each row of a ``(b, d)`` output (in float32).
+    num_workers : int, default=0
+        Image files are decoded and resized in this many DataLoader worker
+        processes, ahead of the model (:meth:`ssad._images.ImageSet.load_batches`).
     verbose : int, default=0
         Progress bar when > 0.
     desc : str, default="embed"
@@ -250,7 +254,7 @@ def embed_images(
         torch.inference_mode(),
         tqdm(total=len(images), disable=verbose <= 0, desc=desc, unit="img") as bar,
     ):
-        for x in preprocessor.batches(images, batch_size, device):
+        for x in preprocessor.batches(images, batch_size, device, num_workers):
             with autocast(device, precision):
                 z = fn(x)
             z = z.float()

@@ -68,6 +68,11 @@ class TimmFeatures(
         are resized to it (no crop).
     batch_size : int, default=64
         Images per forward pass.
+    num_workers : int, default=0
+        Image files (inputs given as paths) are decoded and resized in this
+        many :class:`torch.utils.data.DataLoader` worker processes, ahead of
+        the model, while training and embedding; 0 decodes them in the
+        calling process.  Arrays, tensors and PIL images are not affected.
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"}, default="auto"
         Where the model runs; ``"auto"`` picks CUDA when available.
     precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
@@ -124,6 +129,7 @@ class TimmFeatures(
         "layers": [list, tuple, None],
         "image_size": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list, None],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "num_workers": [Interval(numbers.Integral, 0, None, closed="left")],
         "device": DEVICE_CONSTRAINT,
         "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
@@ -141,6 +147,7 @@ class TimmFeatures(
         layers: list[int] | None = None,
         image_size: int | tuple[int, int] | None = None,
         batch_size: int = 64,
+        num_workers: int = 0,
         device: str | torch.device = "auto",
         precision: str = "auto",
         random_state: Any = None,
@@ -154,6 +161,7 @@ class TimmFeatures(
         self.layers = layers
         self.image_size = image_size
         self.batch_size = batch_size
+        self.num_workers = num_workers
         self.device = device
         self.precision = precision
         self.random_state = random_state
@@ -226,6 +234,7 @@ class TimmFeatures(
             self.preprocessor_,
             batch_size=self.batch_size,
             device=self.device_,
+            num_workers=self.num_workers,
             precision=self.precision,
             verbose=int(progress),
             desc=type(self).__name__,
@@ -252,7 +261,7 @@ class DINOFeatures(TimmFeatures):
     backbone : str, default="vit_small_patch16_224.dino"
         Any DINO checkpoint in timm works too, e.g. ``vit_base_patch16_224.dino``.
     pretrained, checkpoint_path, backbone_kwargs, pooling, layers, image_size, \
-batch_size, device, precision, random_state, verbose
+batch_size, num_workers, device, precision, random_state, verbose
         As in :class:`TimmFeatures`; ``pooling`` defaults to ``"cls"``, the
         representation DINO trains (the Gasoyan thesis flattens every token:
         ``pooling="tokens"``, see :func:`ssad.detectors.make_thesis_pipeline`).
@@ -291,6 +300,7 @@ batch_size, device, precision, random_state, verbose
         layers: list[int] | None = None,
         image_size: int | tuple[int, int] | None = None,
         batch_size: int = 64,
+        num_workers: int = 0,
         device: str | torch.device = "auto",
         precision: str = "auto",
         random_state: Any = None,
@@ -305,6 +315,7 @@ batch_size, device, precision, random_state, verbose
             layers=layers,
             image_size=image_size,
             batch_size=batch_size,
+            num_workers=num_workers,
             device=device,
             precision=precision,
             random_state=random_state,
@@ -325,7 +336,7 @@ class MAEFeatures(TimmFeatures):
         Also ``vit_large_patch16_224.mae`` or ``vit_huge_patch14_224.mae``
         (the Gasoyan thesis' model).
     pretrained, checkpoint_path, backbone_kwargs, layers, image_size, \
-batch_size, device, precision, random_state, verbose
+batch_size, num_workers, device, precision, random_state, verbose
         As in :class:`TimmFeatures`.
     pooling : {"auto", "cls", "mean", "cls+mean", "tokens"}, default="mean"
         See above.
@@ -364,6 +375,7 @@ batch_size, device, precision, random_state, verbose
         layers: list[int] | None = None,
         image_size: int | tuple[int, int] | None = None,
         batch_size: int = 64,
+        num_workers: int = 0,
         device: str | torch.device = "auto",
         precision: str = "auto",
         random_state: Any = None,
@@ -378,6 +390,7 @@ batch_size, device, precision, random_state, verbose
             layers=layers,
             image_size=image_size,
             batch_size=batch_size,
+            num_workers=num_workers,
             device=device,
             precision=precision,
             random_state=random_state,

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssad._distributed import all_reduce_sum
+
 __all__ = ["DINOLoss", "UniformLoss"]
 
 
@@ -116,8 +118,15 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher_output: torch.Tensor) -> None:
-        """Move the centre towards the mean of ``teacher_output`` ``(n, out_dim)``."""
-        batch_center = teacher_output.float().mean(dim=0, keepdim=True).to(self.center.device)
+        """Move the centre towards the mean of ``teacher_output`` ``(n, out_dim)``.
+
+        Under ``torchrun`` the mean is over the teacher outputs of every
+        process (an all-reduce of their sum and count, as DINO does), so the
+        centre stays the same on every rank.
+        """
+        total = teacher_output.float().sum(dim=0, keepdim=True).to(self.center.device)
+        count = torch.tensor(float(len(teacher_output)), device=self.center.device)
+        batch_center = all_reduce_sum(total) / all_reduce_sum(count)
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
 
 

@@ -10,10 +10,11 @@ from ssad.scoring._cosine import CosineKernelScorer
 from ssad.scoring._gaussian import GaussianScorer
 from ssad.scoring._gmm import FilteredFit, GMMOutlierFilter
 from ssad.scoring._kmeans import KMeansScorer
-from ssad.scoring._knn import KNNScorer
+from ssad.scoring._knn import AUTO_IVF_MIN_SAMPLES, KNNScorer
 from ssad.scoring._sum import SumScorer
 
 __all__ = [
+    "AUTO_IVF_MIN_SAMPLES",
     "CosineKernelScorer",
     "FilteredFit",
     "GMMOutlierFilter",

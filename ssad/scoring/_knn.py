@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -10,12 +11,13 @@ from typing import Any
 import faiss
 import numpy as np
 from sklearn.preprocessing import normalize
-from sklearn.utils import gen_batches
+from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from ssad.base import BaseDetector
 
-__all__ = ["KNNScorer", "flat_index", "nearest_neighbors"]
+__all__ = ["AUTO_IVF_MIN_SAMPLES", "KNNScorer", "flat_index", "nearest_neighbors"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,22 @@ _AGGREGATES: dict[str, Callable[..., np.ndarray]] = {"sum": np.sum, "mean": np.m
 #: Largest absolute value a rescaled query may have: squared distances summed over
 #: up to ~10^7 features then stay below float32's maximum (3.4e38).
 _MAX_SCALED = 1e15
+
+#: Training-set size from which ``index="auto"`` uses an IVF index instead of exact search.
+AUTO_IVF_MIN_SAMPLES = 100_000
+
+#: faiss' k-means wants at least 39 training points per centroid (it warns below).
+_MIN_POINTS_PER_CENTROID = 39
+
+#: Training points per IVF list drawn for the k-means of the coarse quantiser
+#: (faiss' minimum, 39, and a little more).
+_TRAIN_POINTS_PER_LIST = 40
+
+#: PQ candidates searched per wanted neighbour, then re-ranked by exact distances.
+_PQ_REFINE = 32
+
+#: GPU resources of faiss, created once per process on first use.
+_GPU_RESOURCES: Any = None
 
 
 def _power_of_two_scale(X: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -60,13 +78,33 @@ def nearest_neighbors(
     return distances, indices
 
 
+def _faiss_gpus() -> int:
+    """Number of GPUs faiss can use (0 with the faiss-cpu package)."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+def _to_gpu(index: faiss.Index) -> faiss.Index:
+    """The index on the first GPU; the CPU index where faiss has no GPU version of it."""
+    global _GPU_RESOURCES
+    if _GPU_RESOURCES is None:
+        _GPU_RESOURCES = faiss.StandardGpuResources()
+    try:
+        return faiss.index_cpu_to_gpu(_GPU_RESOURCES, 0, index)
+    except RuntimeError as exc:  # e.g. fast-scan PQ indexes have no GPU version
+        logger.info("faiss cannot move %s to the GPU (%s); it searches on the CPU.", index, exc)
+        return index
+
+
 class KNNScorer(BaseDetector):
     """Outlier scores from the distances to the k nearest training samples.
 
-    The training embeddings are stored in an exact (flat) faiss index; a
-    sample scores minus the aggregate (sum, mean or maximum) of its distances
-    to its ``n_neighbors`` nearest training samples, so points in dense
-    regions of the training set are normal and isolated points are outliers.
+    The training embeddings are stored in a faiss index: exact (flat) search
+    for small training sets, an inverted-file (IVF) or graph (HNSW) index for
+    large ones.  A sample scores minus the aggregate (sum, mean or maximum)
+    of its distances to its ``n_neighbors`` nearest training samples, so
+    points in dense regions of the training set are normal and isolated
+    points are outliers.
 
     Parameters
     ----------
@@ -81,8 +119,46 @@ class KNNScorer(BaseDetector):
     aggregate : {"sum", "mean", "max"}, default="sum"
         How the ``n_neighbors`` distances of a sample are combined; ``"max"``
         is the distance to the ``n_neighbors``-th neighbour.
+    index : {"auto", "flat", "ivf", "hnsw"}, default="auto"
+        The faiss index searched.  ``"flat"``: exact search, every training
+        sample is compared with every query.  ``"ivf"``: an inverted file;
+        the training samples are split into ``n_lists`` k-means cells and a
+        query is compared with the samples of its ``n_probe`` nearest cells
+        only.  ``"hnsw"``: a hierarchical navigable small-world graph with
+        ``hnsw_m`` links per sample, searched with a beam of ``ef_search``.
+        ``"auto"``: ``"flat"`` below :data:`~ssad.scoring.AUTO_IVF_MIN_SAMPLES` (100 000)
+        training samples, ``"ivf"`` from there on (compressed as
+        ``pq_subvectors`` says).  See Notes.
+    n_lists : "auto" or int, default="auto"
+        Number of IVF cells (faiss' ``nlist``).  ``"auto"``: ``4 * sqrt(n)``
+        for ``n`` training samples, at most ``n / 39`` (faiss' k-means needs
+        39 samples per cell) and at least 1.
+    n_probe : int, default=16
+        Number of IVF cells searched per query (faiss' ``nprobe``); more is
+        slower and closer to exact.  ``n_probe >= n_lists`` is exact.
+    pq_subvectors : "auto", int or None, default="auto"
+        With an IVF index: compress the vectors in the index by product
+        quantisation into ``pq_subvectors`` codes of 4 bits each, scanned
+        with SIMD instructions (faiss' ``IndexIVFPQFastScan``); must divide
+        the number of features.  The candidates it finds are re-ranked by
+        their exact distances (see Notes).  ``"auto"``: one code per 8
+        features (48 for 384 features) when the number of features is a
+        multiple of 8 and faiss searches on the CPU; no compression on a GPU.
+        None: no compression (faiss' ``IndexIVFFlat``).
+    hnsw_m : int, default=32
+        Links per sample of the HNSW graph (faiss' ``M``).
+    ef_search : int, default=64
+        Beam width of an HNSW search (faiss' ``efSearch``); more is slower
+        and closer to exact.
     batch_size : int, default=4096
         Number of samples searched at once; bounds the memory of a search.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where faiss searches.  ``"auto"``: on the first GPU when the
+        installed faiss has GPU support (the ``faiss-gpu`` packages) and sees
+        one, else on the CPU.  HNSW indexes always search on the CPU.
+    random_state : int, RandomState instance or None, default=None
+        Draws the sample the IVF cells are trained on (through a local
+        generator; global RNGs are untouched).
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected share of outliers in the training data; sets ``offset_``
         (``"auto"`` = 0.1).
@@ -91,6 +167,13 @@ class KNNScorer(BaseDetector):
     ----------
     n_samples_fit_ : int
         Number of training samples in the index.
+    index_ : {"flat", "ivf", "hnsw"}
+        The index built (``index`` with ``"auto"`` resolved).
+    n_lists_ : int or None
+        Number of IVF cells; None for the other indexes.
+    pq_subvectors_ : int or None
+        Number of 4-bit PQ codes per vector in the IVF index; None without
+        compression.
     scale_ : float
         Power of two the features are divided by before the float32 search
         (``metric="l2"``): the largest one not above the largest absolute
@@ -98,6 +181,8 @@ class KNNScorer(BaseDetector):
     offset_ : float
         Threshold on ``score_samples``: training samples below it (a share
         ``contamination`` of them) are predicted as outliers.
+    train_scores_ : ndarray of shape (``n_samples_fit_``,)
+        Leave-one-out scores of the training samples (they set ``offset_``).
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
@@ -118,10 +203,27 @@ class KNNScorer(BaseDetector):
     similarity up to a constant: ``sum(cos) - n_neighbors`` for ``"sum"``,
     ``mean(cos) - 1`` for ``"mean"`` and ``min(cos) - 1`` for ``"max"``.
 
-    The search is exact (``faiss.IndexFlatL2`` / ``faiss.IndexFlatIP``) and
-    runs in float32, faiss' only precision: the inputs are cast to float32,
-    the Euclidean distance is the square root of faiss' squared distance
-    (clipped at 0 against round-off), and the scores are returned as float64.
+    **Exact and approximate search.**  The flat index compares a query with
+    every training sample: ``O(n)`` per query, so the leave-one-out training
+    scores cost ``O(n^2)``, about an hour for a million 384-d embeddings on
+    two CPU cores.  IVF and HNSW search a small part of the training set per
+    query (IVF: ``n_probe`` of ``n_lists ~ 4 sqrt(n)`` cells, so
+    ``O(sqrt(n))`` per query; HNSW: ``O(log n)`` graph steps), and may miss a
+    true neighbour; the distances of the neighbours they return are exact
+    (with ``pq_subvectors``, after re-ranking ``32 * k`` compressed-distance
+    candidates by their exact distances to the stored training matrix).
+    Recall against exact search depends on the data; the ``knn`` command of
+    ``examples/scaling_benchmarks.py`` measures speed and recall on
+    synthetic clusters and on real embeddings.  The IVF cells (and PQ
+    codebooks) are trained by faiss' k-means on ``40 * n_lists`` training
+    samples (at least 624 with PQ) drawn with ``random_state``.  A query
+    whose probed cells hold fewer than the wanted neighbours is searched
+    exactly.
+
+    All indexes search in float32, faiss' only precision: the inputs are cast
+    to float32, the Euclidean distance is the square root of faiss' squared
+    distance (clipped at 0 against round-off), and the scores are returned as
+    float64.
 
     So that features of any magnitude fit float32's range (squared distances
     of features around 1e20 overflow it, those of features around 1e-30
@@ -136,8 +238,8 @@ class KNNScorer(BaseDetector):
 
     ``offset_`` comes from *leave-one-out* training scores: each training
     sample is scored against the other training samples (``n_neighbors + 1``
-    are searched and the sample itself is dropped), as
-    :meth:`sklearn.neighbors.NearestNeighbors.kneighbors` does with
+    are searched through the same index and the sample itself is dropped),
+    as :meth:`sklearn.neighbors.NearestNeighbors.kneighbors` does with
     ``X=None``.  So ``predict`` flags about ``contamination`` of *new* samples
     from the training distribution.  ``score_samples(X_train)`` itself keeps
     each training sample as its own neighbour (at distance 0), which is why
@@ -152,8 +254,11 @@ class KNNScorer(BaseDetector):
     per neighbour, so ``KNNScorer(metric="cosine", aggregate="sum")`` gives
     ``-1/2`` times that score (same ranking).
 
-    The faiss index does not pickle; the training matrix (float32) does, and
-    the index is rebuilt from it on first use after unpickling.
+    faiss indexes do not pickle.  The training matrix (float32) does, with
+    what was learned besides it: the IVF cell centres (and PQ codebooks) and
+    the HNSW graph.  The index is rebuilt from them on first use after
+    unpickling or :func:`ssad.load`, without retraining, so it searches as
+    the fitted one did.
 
     References
     ----------
@@ -162,6 +267,9 @@ class KNNScorer(BaseDetector):
        code: https://github.com/talreiss/Mean-Shifted-Anomaly-Detection
     .. [2] J. Johnson, M. Douze and H. Jégou, "Billion-scale similarity search
        with GPUs", IEEE Transactions on Big Data, 2019 (faiss).
+    .. [3] Y. A. Malkov and D. A. Yashunin, "Efficient and robust approximate
+       nearest neighbor search using Hierarchical Navigable Small World
+       graphs", IEEE TPAMI, 2020.
 
     Examples
     --------
@@ -173,6 +281,13 @@ class KNNScorer(BaseDetector):
     array([-0.4 , -9.55])
     >>> scorer.predict([[0.0, 0.0], [5.0, 5.0]])
     array([ 1, -1])
+
+    An inverted-file index for a large reference set (``"auto"`` picks it from
+    100 000 training samples on):
+
+    >>> ivf = KNNScorer(index="ivf", n_lists=4, n_probe=2, random_state=0).fit(X)
+    >>> ivf.index_, ivf.n_lists_
+    ('ivf', 4)
     """
 
     _parameter_constraints: dict[str, list[Any]] = {
@@ -180,7 +295,19 @@ class KNNScorer(BaseDetector):
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
         "metric": [StrOptions({"l2", "cosine"})],
         "aggregate": [StrOptions(set(_AGGREGATES))],
+        "index": [StrOptions({"auto", "flat", "ivf", "hnsw"})],
+        "n_lists": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "n_probe": [Interval(numbers.Integral, 1, None, closed="left")],
+        "pq_subvectors": [
+            StrOptions({"auto"}),
+            Interval(numbers.Integral, 1, None, closed="left"),
+            None,
+        ],
+        "hnsw_m": [Interval(numbers.Integral, 2, None, closed="left")],
+        "ef_search": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "random_state": ["random_state"],
     }
 
     def __init__(
@@ -189,17 +316,34 @@ class KNNScorer(BaseDetector):
         n_neighbors: int = 2,
         metric: str = "l2",
         aggregate: str = "sum",
+        index: str = "auto",
+        n_lists: str | int = "auto",
+        n_probe: int = 16,
+        pq_subvectors: str | int | None = "auto",
+        hnsw_m: int = 32,
+        ef_search: int = 64,
         batch_size: int = 4096,
+        device: str = "auto",
+        random_state: Any = None,
         contamination: str | float = "auto",
     ) -> None:
         super().__init__(contamination=contamination)
         self.n_neighbors = n_neighbors
         self.metric = metric
         self.aggregate = aggregate
+        self.index = index
+        self.n_lists = n_lists
+        self.n_probe = n_probe
+        self.pq_subvectors = pq_subvectors
+        self.hnsw_m = hnsw_m
+        self.ef_search = ef_search
         self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
 
+    # -- fit -------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray) -> np.ndarray:
-        n_samples = X.shape[0]
+        n_samples, n_features = X.shape
         if self.n_neighbors >= n_samples:
             # scikit-learn's kneighbors wording; the training scores leave each sample out
             raise ValueError(
@@ -207,12 +351,67 @@ class KNNScorer(BaseDetector):
                 "against the others), but n_neighbors = "
                 f"{self.n_neighbors}, n_samples_fit = {n_samples}, n_samples = {n_samples}"
             )
+        kind = self.index
+        if kind == "auto":
+            kind = "ivf" if n_samples >= AUTO_IVF_MIN_SAMPLES else "flat"
+        self.index_ = kind
+        self.n_lists_ = self._resolve_n_lists(n_samples) if kind == "ivf" else None
+        self.pq_subvectors_ = self._resolve_pq(kind, n_samples, n_features)
+        if self.device == "cuda" and _faiss_gpus() == 0:
+            raise RuntimeError(
+                "device='cuda' was requested but the installed faiss sees no GPU (the "
+                "faiss-cpu package has no GPU support); install a faiss-gpu package "
+                "or use device='auto'."
+            )
         self.scale_ = 1.0 if self.metric == "cosine" else float(_power_of_two_scale(X))
         self._fit_X = self._prepare(X)
         self.n_samples_fit_ = n_samples
-        self._index = self._build_index()
-        logger.debug("Indexed %d training samples (metric=%r).", n_samples, self.metric)
+        self._trained: dict[str, Any] = {}
+        self._index = self._build_index(check_random_state(self.random_state))
+        logger.debug(
+            "Indexed %d training samples (index=%r, metric=%r).", n_samples, kind, self.metric
+        )
         return self._search_scores(self._fit_X, leave_self_out=True)
+
+    def _resolve_pq(self, kind: str, n_samples: int, n_features: int) -> int | None:
+        if self.pq_subvectors == "auto":
+            on_gpu = self.device != "cpu" and _faiss_gpus() > 0
+            # 4-bit codes of 8-feature sub-vectors, on CPUs, where scanning full vectors
+            # is bound by memory bandwidth (GPUs scan them fast: no compression there)
+            if kind != "ivf" or on_gpu or n_features % 8 or n_samples < 16:
+                return None
+            return n_features // 8
+        if self.pq_subvectors is None:
+            return None
+        pq = int(self.pq_subvectors)
+        if kind != "ivf":
+            raise ValueError(
+                "pq_subvectors compresses the vectors of an IVF index: it needs "
+                f"index='ivf' (or 'auto' from {AUTO_IVF_MIN_SAMPLES} samples on). "
+                f"Got index={self.index!r}, which built a {kind!r} index."
+            )
+        if n_samples < 16:
+            raise ValueError(
+                "pq_subvectors needs at least 16 training samples (its 4-bit codes are "
+                f"16 k-means centres per sub-vector); got {n_samples}."
+            )
+        if n_features % pq:
+            raise ValueError(
+                f"pq_subvectors must divide the number of features ({n_features}). "
+                f"Got pq_subvectors={pq} instead."
+            )
+        return pq
+
+    def _resolve_n_lists(self, n_samples: int) -> int:
+        if self.n_lists == "auto":
+            n_lists = min(round(4 * math.sqrt(n_samples)), n_samples // _MIN_POINTS_PER_CENTROID)
+            return max(1, n_lists)
+        if int(self.n_lists) > n_samples:
+            raise ValueError(
+                f"n_lists must be at most the number of training samples ({n_samples}): "
+                f"each IVF cell is a k-means centre of them. Got n_lists={self.n_lists} instead."
+            )
+        return int(self.n_lists)
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
         """The float32 C-contiguous vectors faiss searches: divided by ``scale_``
@@ -232,38 +431,196 @@ class KNNScorer(BaseDetector):
                 )
         return np.ascontiguousarray(X, dtype=np.float32)
 
-    def _build_index(self) -> faiss.Index:
-        return flat_index(self._fit_X, "ip" if self.metric == "cosine" else "l2")
+    # -- the index ---------------------------------------------------------------------------
+    @property
+    def _faiss_metric(self) -> int:
+        return int(faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2)
 
+    def _build_index(self, rng: np.random.RandomState | None = None) -> faiss.Index:
+        """Build the index of ``_fit_X``: trained with ``rng`` in ``fit``, else (unpickled)
+        from the learned state in ``_trained``."""
+        d = self._fit_X.shape[1]
+        index: Any
+        if self.index_ == "flat":
+            index = faiss.IndexFlat(d, self._faiss_metric)
+            index.add(self._fit_X)
+        elif self.index_ == "hnsw":
+            index = self._build_hnsw(d)
+        else:
+            index = self._build_ivf(d, rng)
+        if self.device != "cpu" and self.index_ != "hnsw" and _faiss_gpus() > 0:
+            index = _to_gpu(index)
+        return index
+
+    def _build_ivf(self, d: int, rng: np.random.RandomState | None) -> faiss.Index:
+        assert self.n_lists_ is not None
+        quantizer = faiss.IndexFlat(d, self._faiss_metric)
+        index: Any  # faiss' stubs type the IVF and PQ fields loosely
+        if self.pq_subvectors_ is None:
+            index = faiss.IndexIVFFlat(quantizer, d, self.n_lists_, self._faiss_metric)
+        else:
+            # 4-bit codes scanned with SIMD (faiss' "fast scan"): the fastest CPU scan
+            index = faiss.IndexIVFPQFastScan(
+                quantizer, d, self.n_lists_, self.pq_subvectors_, 4, self._faiss_metric
+            )
+        index.nprobe = min(self.n_probe, self.n_lists_)
+        if rng is not None:  # fit: k-means of the cells (and PQ codebooks) on a sample
+            n_train = _TRAIN_POINTS_PER_LIST * self.n_lists_
+            if self.pq_subvectors_ is not None:  # 16 centres per sub-vector
+                n_train = max(n_train, 16 * _MIN_POINTS_PER_CENTROID)
+            n_train = min(self.n_samples_fit_, n_train)
+            rows = np.sort(rng.choice(self.n_samples_fit_, n_train, replace=False))
+            index.train(self._fit_X[rows])
+            self._trained["centroids"] = quantizer.reconstruct_n(0, self.n_lists_)
+            if self.pq_subvectors_ is not None:
+                self._trained["pq_codebook"] = faiss.vector_to_array(index.pq.centroids)
+        else:  # unpickled: the learned centres and codebooks, no retraining
+            quantizer.add(np.ascontiguousarray(self._trained["centroids"], dtype=np.float32))
+            if self.pq_subvectors_ is not None:
+                codebook = np.ascontiguousarray(self._trained["pq_codebook"], dtype=np.float32)
+                faiss.copy_array_to_vector(codebook, index.pq.centroids)
+                index.precompute_table()
+            index.is_trained = True
+        index.add(self._fit_X)
+        return index
+
+    def _build_hnsw(self, d: int) -> faiss.Index:
+        index: Any = faiss.IndexHNSWFlat(d, self.hnsw_m, self._faiss_metric)
+        index.hnsw.efConstruction = max(40, 2 * self.hnsw_m)
+        index.hnsw.efSearch = self.ef_search
+        graph = self._trained.get("hnsw")
+        if graph is None:  # fit: build the graph (in parallel: not reproducible bit for bit)
+            index.add(self._fit_X)
+            hnsw = index.hnsw
+            self._trained["hnsw"] = {
+                "levels": faiss.vector_to_array(hnsw.levels),
+                "offsets": faiss.vector_to_array(hnsw.offsets),
+                "neighbors": faiss.vector_to_array(hnsw.neighbors),
+                "entry_point": int(hnsw.entry_point),
+                "max_level": int(hnsw.max_level),
+            }
+            return index
+        # unpickled: the stored graph over the stored vectors, checked so that a
+        # damaged file cannot make faiss read outside its arrays
+        n = self.n_samples_fit_
+        levels = np.asarray(graph["levels"], dtype=np.int32)
+        offsets = np.asarray(graph["offsets"], dtype=np.uint64)
+        neighbors = np.asarray(graph["neighbors"], dtype=np.int32)
+        per_level = faiss.vector_to_array(index.hnsw.cum_nneighbor_per_level).astype(np.int64)
+        entry, top = int(graph["entry_point"]), int(graph["max_level"])
+        ok = (
+            levels.shape == (n,)
+            and offsets.shape == (n + 1,)
+            and levels.min() >= 1
+            and levels.max() < len(per_level)
+            and offsets[0] == 0
+            and np.array_equal(np.diff(offsets.astype(np.int64)), per_level[levels])
+            and int(offsets[-1]) == len(neighbors)
+            and neighbors.min() >= -1
+            and neighbors.max() < n
+            and 0 <= entry < n
+            and top == levels[entry] - 1
+        )
+        if not ok:
+            raise ValueError(
+                "The stored HNSW graph does not match the stored training matrix of this "
+                "KNNScorer; the file is damaged. Refit the scorer."
+            )
+        index.storage.add(self._fit_X)
+        index.ntotal = n
+        faiss.copy_array_to_vector(levels, index.hnsw.levels)
+        faiss.copy_array_to_vector(offsets, index.hnsw.offsets)
+        faiss.copy_array_to_vector(neighbors, index.hnsw.neighbors)
+        index.hnsw.entry_point, index.hnsw.max_level = entry, top
+        return index
+
+    # -- search --------------------------------------------------------------------------------
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         return self._search_scores(self._prepare(X), leave_self_out=False)
+
+    def kneighbors(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n_neighbors`` nearest training samples of each sample, through the index.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Query samples.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples, n_neighbors), dtype float64
+            Euclidean or cosine distances (``metric``), nearest first.
+        indices : ndarray of shape (n_samples, n_neighbors), dtype int64
+            Positions of the neighbours in the training data.
+        """
+        check_is_fitted(self)
+        queries = self._prepare(self._validate_input(X, reset=False))
+        if self._index is None:
+            self._index = self._build_index()
+        found, idx = self._search(queries, self.n_neighbors)
+        return self._distances(found.astype(np.float64)), idx.astype(np.int64)
+
+    def _distances(self, found: np.ndarray) -> np.ndarray:
+        """faiss' similarities (squared L2, inner products) -> distances."""
+        if self.metric == "cosine":
+            return np.clip(1.0 - found, 0.0, 2.0)
+        return np.sqrt(np.maximum(found, 0.0)) * self.scale_
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss' similarities (squared L2 or inner products) and ids of the ``k``
+        nearest training samples of each query, best first."""
+        if self.pq_subvectors_ is not None:
+            _, idx = self._index.search(queries, min(self.n_samples_fit_, k * _PQ_REFINE))
+            found = self._exact(queries, idx)
+            found, idx = found[:, :k], idx[:, :k]
+        else:
+            found, idx = self._index.search(queries, k)
+        missing = (idx < 0).any(axis=1)
+        if missing.any():  # the probed cells held fewer than k samples: search exactly
+            logger.debug("%d queries searched exactly (too few candidates).", missing.sum())
+            found[missing], idx[missing] = faiss.knn(
+                queries[missing], self._fit_X, k, metric=self._faiss_metric
+            )
+        return found, idx
+
+    def _exact(self, queries: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Exact similarities of the candidates ``idx`` (PQ re-ranking); sorts ``idx`` in place."""
+        vectors = self._fit_X[np.maximum(idx, 0)]
+        if self.metric == "cosine":
+            sim = np.einsum("bkd,bd->bk", vectors, queries)
+            sim[idx < 0] = -np.inf
+            order = np.argsort(-sim, axis=1, kind="stable")
+        else:
+            diff = vectors - queries[:, None, :]
+            sim = np.einsum("bkd,bkd->bk", diff, diff)
+            sim[idx < 0] = np.inf
+            order = np.argsort(sim, axis=1, kind="stable")
+        idx[:] = np.take_along_axis(idx, order, axis=1)
+        return np.take_along_axis(sim, order, axis=1)
 
     def _search_scores(self, queries: np.ndarray, leave_self_out: bool) -> np.ndarray:
         """Scores of ``queries``; with ``leave_self_out`` (queries = the training set)
         each row's own entry is removed from its neighbours."""
-        if self._index is None:  # unpickled: rebuild from the stored training matrix
+        if self._index is None:  # unpickled: rebuild from the stored state
             self._index = self._build_index()
         aggregate = _AGGREGATES[self.aggregate]
         k = self.n_neighbors + int(leave_self_out)
         scores = np.empty(queries.shape[0], dtype=np.float64)
         for batch in gen_batches(queries.shape[0], self.batch_size):
-            found, idx = self._index.search(queries[batch], k)
+            found, idx = self._search(queries[batch], k)
             found = found.astype(np.float64)
             if leave_self_out:
                 rows = np.arange(batch.start, batch.stop)[:, None]
                 is_self = idx == rows
-                # drop the query's own entry; if ties pushed it out, drop the farthest
+                # drop the query's own entry; if ties (or an approximate index) pushed it
+                # out, drop the farthest
                 is_self[~is_self.any(axis=1), -1] = True
                 is_self &= np.cumsum(is_self, axis=1) == 1
                 found = found[~is_self].reshape(len(found), self.n_neighbors)
-            if self.metric == "cosine":
-                distances = np.clip(1.0 - found, 0.0, 2.0)
-            else:
-                distances = np.sqrt(np.maximum(found, 0.0)) * self.scale_
-            scores[batch] = -aggregate(distances, axis=1)
+            scores[batch] = -aggregate(self._distances(found), axis=1)
         return scores
 
     def __getstate__(self) -> dict[str, Any]:
-        # faiss indexes do not pickle: drop the index, _score_samples rebuilds it.
+        # faiss indexes do not pickle: drop the index, _search_scores rebuilds it.
         state: dict[str, Any] = super().__getstate__()
         return {**state, "_index": None} if "_index" in state else state

@@ -1,0 +1,243 @@
+"""GPU check: throughput and peak memory of ssad on one CUDA device, written as JSON.
+
+Stages (random weights: speed does not depend on them; nothing is downloaded):
+
+- ``dino_features``: DINOFeatures ViT-S/16 in bfloat16, images/s of ``transform``;
+- ``transformaly_fit``: Transformaly (the paper's ViT-B/16 at 384 px, 10 student
+  blocks), images/s of ``fit`` (one epoch, then the embedding and the scorer);
+- ``self_distill``: SelfDistillNeg with the paper's multi-crop (2 global 224 px
+  and 8 local 96 px views, rotation negatives), optimiser steps/s over ``fit``
+  (the embedding of the training images included, so a lower bound);
+- ``faiss``: exact kNN search on the GPU against the CPU (needs a faiss-gpu
+  package; recorded as unavailable with faiss-cpu);
+- peak GPU memory of each stage.
+
+The whole check takes a few minutes on an H100-class GPU (each stage is sized
+to well under a minute).  Without CUDA it stops at once with exit status 2;
+``--smoke`` runs every stage on the CPU with a tiny model instead (what the
+test suite does, so that this script keeps working).
+
+Run:  nox -s gpu    (or: python examples/gpu_check.py --out gpu-results/gpu_check.json)
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import faiss
+import numpy as np
+import torch
+
+import ssad
+from ssad import DINOFeatures, KNNScorer, SelfDistillNegDetector, TransformalyDetector
+
+
+def images(n, size, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+class Stage:
+    """Time a block and read the peak GPU memory it reached."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_gib = torch.cuda.max_memory_allocated() / 2**30
+        else:
+            self.peak_gib = None
+        self.seconds = time.perf_counter() - self.start
+        return False
+
+
+def dino_features(cfg, device):
+    feats = DINOFeatures(
+        cfg["vit_small"],
+        pretrained=False,
+        image_size=cfg["size"],
+        batch_size=cfg["batch"],
+        device=device,
+        precision=cfg["precision"],
+        random_state=0,
+    )
+    X = images(cfg["n_dino"], cfg["size"])
+    feats.fit(X[:1]).transform(X[: cfg["batch"]])  # warm-up: kernels, allocator
+    with Stage(device) as stage:
+        Z = feats.transform(X)
+    return {
+        "backbone": cfg["vit_small"],
+        "precision": cfg["precision"],
+        "batch_size": cfg["batch"],
+        "n_images": len(X),
+        "seconds": stage.seconds,
+        "images_per_s": len(X) / stage.seconds,
+        "n_features": int(Z.shape[1]),
+        "peak_memory_gib": stage.peak_gib,
+    }
+
+
+def transformaly_fit(cfg, device):
+    X = images(cfg["n_transformaly"], 32)
+    det = TransformalyDetector(
+        cfg["vit_base"],
+        pretrained=False,
+        n_student_blocks=cfg["student_blocks"],
+        n_epochs=1,
+        validation_fraction=None,
+        image_size=cfg["transformaly_size"],
+        device=device,
+        precision=cfg["precision"],
+        random_state=0,
+    )
+    with Stage(device) as stage:
+        det.fit(X)
+    return {
+        "backbone": cfg["vit_base"],
+        "image_size": cfg["transformaly_size"],
+        "n_images": len(X),
+        "n_epochs": 1,
+        "seconds": stage.seconds,
+        "images_per_s": len(X) / stage.seconds,
+        "peak_memory_gib": stage.peak_gib,
+    }
+
+
+def self_distill(cfg, device):
+    X = images(cfg["n_self_distill"], 32)
+    det = SelfDistillNegDetector(
+        cfg["vit_small"],
+        image_size=cfg["size"],
+        n_local_crops=8,  # the paper's multi-crop: 2 global + 8 local views
+        batch_size=cfg["sd_batch"],
+        n_epochs=1,
+        warmup_epochs=0,
+        out_dim=cfg["out_dim"],
+        device=device,
+        precision=cfg["precision"],
+        random_state=0,
+    )
+    with Stage(device) as stage:
+        det.fit(X)
+    return {
+        "backbone": cfg["vit_small"],
+        "global_crop_size": list(det.global_crop_size_),
+        "local_crop_size": list(det.local_crop_size_),
+        "n_local_crops": 8,
+        "batch_size": cfg["sd_batch"],
+        "n_steps": det.n_steps_,
+        "seconds": stage.seconds,
+        "steps_per_s_lower_bound": det.n_steps_ / stage.seconds,
+        "peak_memory_gib": stage.peak_gib,
+    }
+
+
+def faiss_search(cfg, device):
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if gpus == 0:
+        return {"available": False, "reason": "the installed faiss has no GPU support"}
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(cfg["faiss_n"], 384)).astype(np.float32)
+    Q = rng.normal(size=(cfg["faiss_queries"], 384)).astype(np.float32)
+    out = {"available": True, "n_train": len(X), "n_queries": len(Q)}
+    for where in ("cpu", "cuda"):
+        scorer = KNNScorer(index="flat", device=where)
+        with Stage(device) as fit:
+            scorer.fit(X)
+        with Stage(device) as score:
+            scorer.score_samples(Q)
+        out[where] = {"fit_s": fit.seconds, "score_s": score.seconds}
+    out["score_speedup"] = out["cpu"]["score_s"] / out["cuda"]["score_s"]
+    return out
+
+
+FULL = {
+    "vit_small": "vit_small_patch16_224",
+    "vit_base": "vit_base_patch16_384",
+    "size": 224,
+    "transformaly_size": 384,
+    "student_blocks": 10,
+    "batch": 256,
+    "sd_batch": 64,
+    "out_dim": 4096,
+    "precision": "bfloat16",
+    "n_dino": 16384,
+    "n_transformaly": 2048,
+    "n_self_distill": 1280,
+    "faiss_n": 200_000,
+    "faiss_queries": 10_000,
+}
+SMOKE = {
+    "vit_small": "test_vit",
+    "vit_base": "test_vit",
+    "size": 32,
+    "transformaly_size": 32,
+    "student_blocks": 1,
+    "batch": 8,
+    "sd_batch": 4,
+    "out_dim": 16,
+    "precision": "float32",
+    "n_dino": 16,
+    "n_transformaly": 8,
+    "n_self_distill": 8,
+    "faiss_n": 500,
+    "faiss_queries": 50,
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="gpu-results/gpu_check.json")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny models on the CPU (checks the script only)"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        cfg, device = SMOKE, torch.device("cpu")
+    else:
+        if not torch.cuda.is_available():
+            sys.exit(
+                "gpu_check needs a CUDA device, but torch.cuda.is_available() is False on this "
+                f"machine (torch {torch.__version__}, built for CUDA {torch.version.cuda}). "
+                "Run it on a GPU machine, or pass --smoke to check the script on the CPU."
+            )
+        cfg, device = FULL, torch.device("cuda")
+    report = {
+        "ssad": ssad.__version__,
+        "torch": torch.__version__,
+        "faiss": faiss.__version__,
+        "machine": platform.node(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "smoke": args.smoke,
+        "stages": {},
+    }
+    start = time.perf_counter()
+    for name, stage in [
+        ("dino_features", dino_features),
+        ("transformaly_fit", transformaly_fit),
+        ("self_distill", self_distill),
+        ("faiss", faiss_search),
+    ]:
+        report["stages"][name] = result = stage(cfg, device)
+        print(name, json.dumps(result), flush=True)
+    report["total_seconds"] = time.perf_counter() - start
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"wrote {args.out} ({report['total_seconds']:.0f} s)")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The scaling scripts of examples/ run, and the GPU check stops at once without CUDA."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _script(name):
+    return runpy.run_path(str(EXAMPLES / name), run_name="ssad_example")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_gpu_check_stops_at_once_without_cuda(tmp_path):
+    main = _script("gpu_check.py")["main"]
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        main(["--out", str(tmp_path / "gpu.json")])
+    assert not (tmp_path / "gpu.json").exists()
+
+
+def test_gpu_check_stages_run_on_the_cpu_with_a_tiny_model(tmp_path):
+    out = tmp_path / "gpu.json"
+    report = _script("gpu_check.py")["main"](["--smoke", "--out", str(out)])
+    stages = report["stages"]
+    assert set(stages) == {"dino_features", "transformaly_fit", "self_distill", "faiss"}
+    assert stages["dino_features"]["images_per_s"] > 0
+    assert stages["self_distill"]["n_steps"] >= 1
+    assert json.loads(out.read_text())["smoke"] is True
+
+
+def test_scaling_benchmarks_run_at_a_small_size(tmp_path, monkeypatch):
+    out = tmp_path / "scaling.json"
+    argv = ["scaling_benchmarks.py", "all", "--no-real", "--n-train", "3000"]
+    argv += ["--n-queries", "50", "--n-images", "6", "--jpeg-size", "32", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    _script("scaling_benchmarks.py")["main"]()
+    report = json.loads(out.read_text())
+    rows = report["knn"][0]["rows"]
+    assert [row["index"] for row in rows] == ["flat (exact)", "ivf", "ivf-pq"]
+    assert all(0.0 <= row["recall"] <= 1.0 for row in rows)
+    assert set(report["loading"]["images_per_s"]) == {"0", "1", "2"}
