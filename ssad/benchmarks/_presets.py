@@ -11,7 +11,8 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from ssad.benchmarks._evaluate import FromFitted
-from ssad.scoring import CosineKernelScorer, GaussianScorer, KMeansScorer
+from ssad.datasets import make_natural_patches
+from ssad.scoring import CosineKernelScorer, GaussianScorer, KMeansScorer, KNNScorer, SumScorer
 
 __all__ = ["Preset", "Variant", "available_presets", "get_preset", "register_preset"]
 
@@ -212,9 +213,39 @@ _CONVEX_MIL_ROWS: dict[str, Variant | FromFitted] = {
     ),
     "pretrained": Variant(estimator="convex-mil-pretrained"),
 }
+
+
+def _knn_both_spaces(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
+    """kNN (k=2) on the pretrained space plus the Gaussian of the discrepancies, standardised."""
+    d = fitted.n_pretrained_features_
+    scorer = SumScorer(
+        [
+            ("pretrained", KNNScorer(n_neighbors=2), slice(0, d)),
+            ("finetuned", GaussianScorer(variance=None, whiten=False), slice(d, None)),
+        ],
+        standardize=True,
+    )
+    return scorer.fit(Z_fit).score_samples(Z_score)
+
+
+def _block(j: int) -> FromFitted:
+    """Student block ``j`` alone: minus its discrepancy (per-block diagnostic)."""
+
+    def fn(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
+        if j >= fitted.n_student_blocks:
+            raise ValueError(f"block-{j + 1}: the detector has {fitted.n_student_blocks} blocks.")
+        return -Z_score[:, fitted.n_pretrained_features_ + j]
+
+    return FromFitted(fn, f"minus the discrepancy of student block {j + 1} alone")
+
+
 _TRANSFORMALY_ROWS: dict[str, Variant | FromFitted] = {
     "pretrained-space": _part("pretrained"),
     "finetuned-space": _part("finetuned"),
+    "knn+finetuned": FromFitted(
+        _knn_both_spaces, "kNN (k=2) pretrained + Gaussian discrepancies, standardised sums"
+    ),
+    **{f"block-{j + 1}": _block(j) for j in range(5)},
 }
 _TRANSFORMALY_BASELINES: dict[str, Variant | FromFitted] = {
     "gaussian-frozen": Variant(
@@ -225,6 +256,40 @@ _COSINE_FROZEN: dict[str, Variant | FromFitted] = {
     "cosine-kernel-frozen": Variant(
         build=_on_frozen(CosineKernelScorer(temperature=0.04)),
         description="the paper's cosine kernel (T=0.04) on the untrained backbone's features",
+    ),
+    "cosine-kernel-frozen-64px": Variant(
+        build=lambda method: Pipeline(
+            [
+                ("features", clone(method).set_params(image_size=64).frozen_features()),
+                ("scorer", CosineKernelScorer(temperature=0.04)),
+            ]
+        ),
+        description="the same at 64 px input",
+    ),
+}
+
+
+def _natural_patches() -> np.ndarray:
+    """Grey natural-image patches: the auxiliary negatives of the Fashion-MNIST presets."""
+    return make_natural_patches(1000, image_size=28, grey=True, random_state=0)
+
+
+_AUX = {"X_aux": _natural_patches}
+_SELF_DISTILL_ROWS: dict[str, Variant | FromFitted] = {
+    "no-negatives": Variant({"negatives": None}, description="plain DINO (lambda=0)"),
+    "aux-negatives": Variant(
+        {"negative_source": "aux"}, fit_params=_AUX, description="rotated natural patches"
+    ),
+    "in+aux-negatives": Variant(
+        {"negative_source": "both"}, fit_params=_AUX, description="both negative sources"
+    ),
+    "perm4-negatives": Variant({"negatives": "perm4"}, description="2x2 patch permutations"),
+    "pixel-shuffle-negatives": Variant({"negatives": "pixel_shuffle"}),
+    "max-cosine": FromFitted(
+        None, "max cosine similarity, same fit", scorer=KNNScorer(n_neighbors=1, metric="cosine")
+    ),
+    "mahalanobis": FromFitted(
+        None, "Mahalanobis (Gaussian), same fit", scorer=GaussianScorer(variance=None)
     ),
 }
 
@@ -238,7 +303,7 @@ for _preset in [
         "transformaly-efficientnet",
         ablations=_TRANSFORMALY_ROWS,
         baselines=_TRANSFORMALY_BASELINES,
-        max_train=2000,
+        max_train=1000,
         max_test=2000,
         image_size=64,
     ),
@@ -250,7 +315,7 @@ for _preset in [
         "transformaly-efficientnet",
         ablations=_TRANSFORMALY_ROWS,
         baselines=_TRANSFORMALY_BASELINES,
-        max_train=2000,
+        max_train=1000,
         max_test=2000,
         image_size=64,
     ),
@@ -271,20 +336,17 @@ for _preset in [
     Preset(
         "self-distill-ood",
         "SSL-SDN, Fashion-MNIST in vs MNIST-5k out (paper Table 1 shape): negatives "
-        "ablations, scores, sensitivity; frozen cosine kernel and pixel baselines",
+        "ablations (none, rotation, natural patches, both, perm4, pixel shuffle), scores "
+        "(cosine kernel, max cosine, Mahalanobis), sensitivity; frozen baselines",
         "fashion-mnist",
         "dataset-vs-dataset",
         "self-distill-cpu",
         ood_dataset="mnist-5k",
-        ablations={
-            "no-negatives": Variant({"negatives": None}, description="plain DINO (lambda=0)"),
-            "max-cosine": Variant({"scorer": "max_cosine"}),
-            "mahalanobis": Variant({"scorer": "mahalanobis"}),
-        },
+        ablations=_SELF_DISTILL_ROWS,
         baselines=_COSINE_FROZEN,
-        max_train=3000,
+        max_train=1000,
         max_test=1000,
-        sensitivity_holdout=200,
+        sensitivity_holdout=100,
     ),
     Preset(
         "self-distill-one-class",
@@ -292,9 +354,9 @@ for _preset in [
         "fashion-mnist",
         "one-class",
         "self-distill-cpu",
-        ablations={"no-negatives": Variant({"negatives": None})},
+        ablations={"no-negatives": _SELF_DISTILL_ROWS["no-negatives"]},
         baselines=_COSINE_FROZEN,
-        max_train=600,
+        max_train=500,
         max_test=2000,
         sensitivity_holdout=100,
     ),

@@ -265,8 +265,17 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     ),
     (
         "transformaly-efficientnet",
-        _detector("TransformalyDetector", lite0=True, n_student_blocks=3),
-        "TransformalyDetector, EfficientNet-Lite0 teacher, 3 students; offline weights",
+        _detector(
+            "TransformalyDetector",
+            lite0=True,
+            n_student_blocks=5,
+            image_size=64,
+            learning_rate=1e-3,
+            n_epochs=15,
+            n_iter_no_change=3,
+        ),
+        "TransformalyDetector, EfficientNet-Lite0 teacher at 64 px, 5 students, lr 1e-3, "
+        "early stopping (patience 3, at most 15 epochs); offline weights",
     ),
     (
         "patchcore",
@@ -292,19 +301,21 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
         "self-distill-cpu",
         _detector(
             "SelfDistillNegDetector",
-            backbone="vit_tiny_patch16_224",
-            backbone_kwargs=TINY_VIT,
-            image_size=28,
+            lite0=True,
+            image_size=32,
+            n_local_crops=2,
             out_dim=1024,
-            hidden_dim=256,
-            bottleneck_dim=64,
-            n_local_crops=4,
-            n_epochs=10,
+            hidden_dim=512,
+            bottleneck_dim=128,
+            n_epochs=3,
             warmup_epochs=1,
-            batch_size=32,
+            teacher_temperature_warmup_epochs=1,
+            batch_size=64,
             teacher_momentum=0.99,
+            drop_path_rate=0.0,
         ),
-        "SelfDistillNegDetector, 4-block ViT (width 64, patch 4) from scratch at 28 px",
+        "SelfDistillNegDetector from ImageNet EfficientNet-Lite0 (BatchNorm frozen) at 32 px, "
+        "3 epochs, the paper's learning rate; offline weights",
     ),
 ]
 
