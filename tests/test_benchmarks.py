@@ -385,6 +385,12 @@ def test_knn_frozen_row_for_an_image_detector() -> None:
     # z_p alone is the first block of the embeddings: its Gaussian gives the ablation's scores
     validate_report(res.to_dict())
     assert "† scored from the estimator's fit" in res.to_markdown()
+    # the training record of the fitted detector is kept per split; FromFitted rows have none
+    record = res.to_dict()["estimator"]["splits"][0]["training"]
+    assert record["n_epochs"] == 1 and record["best_epoch"] == 0
+    assert len(record["loss_curve"]) == len(record["validation_curve"]) == 1
+    assert res.to_dict()["baselines"][0]["splits"][0]["training"] is None
+    assert "| TransformalyDetector | class 0 | 1 | 1 |" in res.to_markdown()
 
 
 # -- registry, helpers ----------------------------------------------------------------------

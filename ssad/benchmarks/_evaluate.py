@@ -205,6 +205,9 @@ class SplitResult:
     pixel_auroc, pro : float or None, default=None
         Pixel AUROC and PRO (:mod:`ssad.metrics`) of the model's
         ``anomaly_map`` when the test images have masks.
+    training : dict or None, default=None
+        The fitted model's training record, where it has one: the
+        attributes of :data:`TRAINING_ATTRIBUTES` without their ``_``.
 
     Examples
     --------
@@ -233,6 +236,7 @@ class SplitResult:
     sensitivity: float | None = None
     pixel_auroc: float | None = None
     pro: float | None = None
+    training: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as a JSON-safe dict (``schema.json``, ``$defs/split``), without scores."""
@@ -244,8 +248,22 @@ class SplitResult:
 
 _SPLIT_KEYS = (
     "name n_train n_test n_anomalies n_train_anomalies auroc average_precision fit_seconds "
-    "score_seconds peak_rss_mb peak_cuda_mb rss_before_mb sensitivity pixel_auroc pro"
+    "score_seconds peak_rss_mb peak_cuda_mb rss_before_mb sensitivity pixel_auroc pro training"
 ).split()
+
+#: Fitted attributes a report keeps per split (training length and curves of deep detectors).
+TRAINING_ATTRIBUTES = (
+    "n_epochs_",
+    "best_epoch_",
+    "loss_curve_",
+    "validation_curve_",
+    "teacher_entropy_curve_",
+)
+
+
+def _training_record(fitted: Any) -> dict[str, Any] | None:
+    record = {a[:-1]: getattr(fitted, a) for a in TRAINING_ATTRIBUTES if hasattr(fitted, a)}
+    return json_safe(record) or None
 
 
 #: Split measures averaged over the splits as ``mean_<name>`` (None where no split has one).
@@ -454,6 +472,25 @@ class EvaluationResult:
             )
         for name, reason in self.skipped_baselines.items():
             lines.append(f"- baseline {name} not run: {reason}")
+        trained = [
+            (m, r) for m in models for r in m.splits if r.training and r.training.get("loss_curve")
+        ]
+        if trained:
+            lines += [
+                "",
+                "| model | split | epochs | best epoch | loss: first, last | val. loss: best, last",
+                "|---|---|---:|---:|---|---|",
+            ]
+        for m, r in trained:
+            t = r.training or {}
+            loss, val = t["loss_curve"], t.get("validation_curve") or []
+            best = t.get("best_epoch", -1)
+            val_text = f"{min(val):.4g}, {val[-1]:.4g}" if val else "-"
+            lines.append(
+                f"| {m.name} | {r.name} | {t.get('n_epochs', len(loss))} | "
+                f"{best + 1 if best is not None and best >= 0 else '-'} | "
+                f"{loss[0]:.4g}, {loss[-1]:.4g} | {val_text} |"
+            )
         return "\n".join(lines).rstrip() + "\n"
 
 
@@ -852,6 +889,7 @@ def evaluate(
                     )
                 )
                 result.splits[-1].pixel_auroc, result.splits[-1].pro = ctx.pixel_metrics()
+                result.splits[-1].training = _training_record(ctx.last)
                 logger.info("%s | %s: AUROC %.4f, fit %.1f s", split.name, row.name, auroc, fit_s)
                 bar.set_postfix(auroc=f"{auroc:.3f}")
                 bar.update(1)
