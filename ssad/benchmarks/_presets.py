@@ -11,6 +11,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from ssad.benchmarks._evaluate import FromFitted
+from ssad.benchmarks._registry import make_estimator
 from ssad.datasets import make_natural_patches
 from ssad.scoring import CosineKernelScorer, GaussianScorer, KMeansScorer, KNNScorer, SumScorer
 
@@ -247,6 +248,18 @@ _TRANSFORMALY_ROWS: dict[str, Variant | FromFitted] = {
     ),
     **{f"block-{j + 1}": _block(j) for j in range(5)},
 }
+_CONVEX_MIL_BASELINES: dict[str, Variant | FromFitted] = {
+    "knn-pixels-filtered": Variant(estimator="knn-pixels-filtered"),
+    "knn-frozen-pretrained": Variant(
+        build=lambda method: Pipeline(
+            [
+                ("features", make_estimator("convex-mil-pretrained").frozen_features()),
+                ("scorer", KNNScorer()),
+            ]
+        ),
+        description="knn-frozen of the pretrained row: kNN (k=2) on its untrained backbone",
+    ),
+}
 _TRANSFORMALY_BASELINES: dict[str, Variant | FromFitted] = {
     "gaussian-frozen": Variant(
         build=_on_frozen(GaussianScorer()), description="Gaussian on the frozen teacher features"
@@ -370,7 +383,7 @@ for _preset in [
             "contaminated",
             "convex-mil",
             ablations=_CONVEX_MIL_ROWS,
-            baselines={"knn-pixels-filtered": Variant(estimator="knn-pixels-filtered")},
+            baselines=_CONVEX_MIL_BASELINES,
             ratios=(0.02, 0.05, 0.10),
             max_train=300,
             max_test=1000,
