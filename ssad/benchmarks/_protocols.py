@@ -1,10 +1,6 @@
-"""Evaluation protocols of the papers, as generators of index splits over labels.
+"""Evaluation protocols of the papers: generators of :class:`Split` index splits over labels.
 
-A protocol never touches images: it reads the class labels of the training
-and test sets and yields :class:`Split` objects, each naming which training
-images to fit on (``train_idx``), which test images to score (``test_idx``)
-and which of those are anomalies (``is_anomaly``).  :func:`ssad.benchmarks.evaluate`
-applies the splits to the images.
+A protocol never touches images; :func:`ssad.benchmarks.evaluate` applies its splits to them.
 """
 
 from __future__ import annotations
@@ -316,14 +312,7 @@ def contaminated_splits(
         train_idx = np.sort(np.concatenate([own, extra])).astype(np.int64)
         is_anomaly = y_test != c
         _check_split(train_idx, is_anomaly, name)
-        yield Split(
-            name,
-            train_idx,
-            test_idx,
-            is_anomaly,
-            normal_classes=(c,),
-            n_train_anomalies=n_extra,
-        )
+        yield Split(name, train_idx, test_idx, is_anomaly, (c,), n_train_anomalies=n_extra)
 
 
 def dataset_vs_dataset(
@@ -370,11 +359,8 @@ def dataset_vs_dataset(
     >>> s.name, s.train_idx.tolist(), s.test_idx.tolist(), s.is_anomaly.tolist()
     ('a vs b', [0, 1, 2, 3], [0, 1, 2, 3, 4], [False, False, True, True, True])
     """
-    for value, label in (
-        (n_train, "n_train"),
-        (n_test_in, "n_test_in"),
-        (n_test_out, "n_test_out"),
-    ):
+    counts = {"n_train": n_train, "n_test_in": n_test_in, "n_test_out": n_test_out}
+    for label, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(
                 f"The '{label}' parameter of dataset_vs_dataset must be an int in the range "
