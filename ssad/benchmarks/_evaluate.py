@@ -91,11 +91,7 @@ def json_safe(obj: Any) -> Any:
         value = float(obj)
         return value if math.isfinite(value) else str(value)
     if isinstance(obj, BaseEstimator):
-        cls = type(obj)
-        return {
-            "class": f"{cls.__module__}.{cls.__qualname__}",
-            "params": json_safe(obj.get_params(deep=False)),
-        }
+        return {"class": _class_path(obj), "params": json_safe(obj.get_params(deep=False))}
     if isinstance(obj, Mapping):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, np.ndarray):
@@ -462,7 +458,7 @@ class EvaluationResult:
         rho = self.sensitivity_correlation()
         if rho is not None:
             lines.append(f"Spearman correlation of sensitivity and AUROC over the rows: {rho:.2f}.")
-            rows = [d for d in (m.to_dict() for m in models) if d["mean_sensitivity"] is not None]
+            rows = [d for d in rows if d["mean_sensitivity"] is not None]
             chosen = max(rows, key=lambda d: d["mean_sensitivity"])
             best = max(rows, key=lambda d: d["mean_auroc"])
             lines.append(
@@ -472,15 +468,9 @@ class EvaluationResult:
             )
         for name, reason in self.skipped_baselines.items():
             lines.append(f"- baseline {name} not run: {reason}")
-        trained = [
-            (m, r) for m in models for r in m.splits if r.training and r.training.get("loss_curve")
-        ]
-        if trained:
-            lines += [
-                "",
-                "| model | split | epochs | best epoch | loss: first, last | val. loss: best, last",
-                "|---|---|---:|---:|---|---|",
-            ]
+        trained = [(m, r) for m in models for r in m.splits if (r.training or {}).get("loss_curve")]
+        head = "| model | split | epochs | best epoch | loss: first, last | val. loss: best, last"
+        lines += ["", head, "|---|---|---:|---:|---|---|"] if trained else []
         for m, r in trained:
             t = r.training or {}
             loss, val = t["loss_curve"], t.get("validation_curve") or []
@@ -866,30 +856,15 @@ def evaluate(
             for row, result in zip(rows, results):
                 bar.set_description(f"{split.name} | {row.name}")
                 with _PeakMemory() as mem:
-                    scores, fit_s, score_s, sensitivity = ctx.run(row)
+                    scores, fit_s, score_s, sens = ctx.run(row)
                 auroc, ap = _metrics(ctx.is_anomaly, scores)
                 result.memory_measure = mem.method
-                result.splits.append(
-                    SplitResult(
-                        split.name,
-                        split.n_train,
-                        split.n_test,
-                        int(ctx.is_anomaly.sum()),
-                        split.n_train_anomalies,
-                        auroc,
-                        ap,
-                        fit_s,
-                        score_s,
-                        mem.rss_mb,
-                        mem.cuda_mb,
-                        mem.before_mb,
-                        ctx.is_anomaly,
-                        scores,
-                        sensitivity,
-                    )
-                )
-                result.splits[-1].pixel_auroc, result.splits[-1].pro = ctx.pixel_metrics()
-                result.splits[-1].training = _training_record(ctx.last)
+                n = (split.n_train, split.n_test, split.n_anomalies, split.n_train_anomalies)
+                measures = (*n, auroc, ap, fit_s, score_s, mem.rss_mb, mem.cuda_mb, mem.before_mb)
+                res = SplitResult(split.name, *measures, ctx.is_anomaly, scores, sens)
+                res.pixel_auroc, res.pro = ctx.pixel_metrics()
+                res.training = _training_record(ctx.last)
+                result.splits.append(res)
                 logger.info("%s | %s: AUROC %.4f, fit %.1f s", split.name, row.name, auroc, fit_s)
                 bar.set_postfix(auroc=f"{auroc:.3f}")
                 bar.update(1)
