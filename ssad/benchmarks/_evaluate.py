@@ -140,12 +140,8 @@ def _status_mb(key: str) -> float | None:
 
 
 class _PeakMemory:
-    """Peak RSS (and CUDA memory) of the process between ``__enter__`` and ``__exit__``.
-
-    On Linux the kernel's peak-RSS counter (VmHWM) is reset by writing 5 to
-    /proc/self/clear_refs, so the peak is that of the block; elsewhere it is
-    the peak since the process started (``ru_maxrss``).
-    """
+    """Peak RSS (and CUDA memory) of the block: VmHWM reset via /proc/self/clear_refs (Linux),
+    else ``ru_maxrss``, the peak since the process started."""
 
     def __enter__(self) -> _PeakMemory:
         self.before_mb = _status_mb("VmRSS")
@@ -248,12 +244,8 @@ _SPLIT_KEYS = (
 ).split()
 
 #: Fitted attributes a report keeps per split (training length and curves of deep detectors).
-TRAINING_ATTRIBUTES = (
-    "n_epochs_",
-    "best_epoch_",
-    "loss_curve_",
-    "validation_curve_",
-    "teacher_entropy_curve_",
+TRAINING_ATTRIBUTES = tuple(
+    "n_epochs_ best_epoch_ loss_curve_ validation_curve_ teacher_entropy_curve_".split()
 )
 
 
@@ -409,7 +401,7 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         """Everything, as a JSON-safe dict that validates against ``schema.json``."""
         meta = json_safe(self.metadata)
-        out: dict[str, Any] = {
+        return {
             "schema_version": SCHEMA_VERSION,
             "created": self.created,
             "seed": self.random_state,
@@ -422,7 +414,6 @@ class EvaluationResult:
             "sensitivity_auroc_spearman": self.sensitivity_correlation(),
             "environment": json_safe(self.environment),
         }
-        return out
 
     def to_markdown(self) -> str:
         """Markdown tables: AUROC per split, then quality and cost per model (in %)."""

@@ -142,7 +142,7 @@ def available_presets() -> dict[str, str]:
     Examples
     --------
     >>> from ssad.benchmarks import available_presets
-    >>> "convex-mil-contaminated" in available_presets()
+    >>> "convex-mil-fashion-mnist" in available_presets()
     True
     """
     return {name: _PRESETS[name].description for name in sorted(_PRESETS)}
@@ -170,9 +170,14 @@ def get_preset(name: str) -> Preset:
 # -- rows the presets share ------------------------------------------------------------------
 
 
-def _on_frozen(scorer: Any) -> Callable[[Any], Any]:
-    """``scorer`` on the method's untrained features (its ``frozen_features``)."""
-    return lambda method: Pipeline([("features", method.frozen_features()), ("scorer", scorer)])
+def _on_frozen(scorer: Any, **params: Any) -> Callable[[Any], Any]:
+    """``scorer`` on the untrained features (``frozen_features``) of the method with ``params``."""
+
+    def build(method: Any) -> Pipeline:
+        features = (clone(method).set_params(**params) if params else method).frozen_features()
+        return Pipeline([("features", features), ("scorer", scorer)])
+
+    return build
 
 
 def _part(name: str) -> FromFitted:
@@ -258,12 +263,7 @@ _COSINE_FROZEN: dict[str, Variant | FromFitted] = {
         description="the paper's cosine kernel (T=0.04) on the untrained backbone's features",
     ),
     "cosine-kernel-frozen-64px": Variant(
-        build=lambda method: Pipeline(
-            [
-                ("features", clone(method).set_params(image_size=64).frozen_features()),
-                ("scorer", CosineKernelScorer(temperature=0.04)),
-            ]
-        ),
+        build=_on_frozen(CosineKernelScorer(temperature=0.04), image_size=64),
         description="the same at 64 px input",
     ),
 }

@@ -295,13 +295,8 @@ def run_benchmark(
     values = (max_train, max_test, image_size, n_epochs, sensitivity_holdout)
     override_info = {"params": params or None, **dict(zip(SETTINGS, values))}
     if stem is None:
-        stem = report_stem(
-            run_name,
-            seed=seed,
-            ratio=ratio if protocol == "contaminated" else None,
-            classes=classes,
-            overrides=override_info,
-        )
+        r = ratio if protocol == "contaminated" else None
+        stem = report_stem(run_name, seed=seed, ratio=r, classes=classes, overrides=override_info)
     _refuse_existing(out, [stem], overwrite)
     overrides = {"image_size": image_size, "n_epochs": n_epochs}
     est = _configure(make_estimator(estimator, params, random_state=seed), overrides, True)
@@ -408,16 +403,12 @@ def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, 
     settings.update({k: v for k, v in overrides.items() if v is not None})
     ratios = settings.pop("ratios", p.ratios) if p.protocol == "contaminated" else (0.05,)
     settings.pop("ratios", None)
-    user = {k: overrides.get(k) for k in SETTINGS}
+    user = {**{k: overrides.get(k) for k in SETTINGS}, "params": overrides.get("params")}
+    keys: dict[str, Any] = {"seed": settings.get("seed", 0), "classes": overrides.get("classes")}
+    contaminated = p.protocol == "contaminated"
     stems = [
-        report_stem(
-            p.name,
-            seed=settings.get("seed", 0),
-            ratio=ratio if p.protocol == "contaminated" else None,
-            classes=overrides.get("classes"),
-            overrides={**user, "params": overrides.get("params")},
-        )
-        for ratio in ratios
+        report_stem(p.name, ratio=r if contaminated else None, overrides=user, **keys)
+        for r in ratios
     ]
     _refuse_existing(settings.get("out"), stems, settings.get("overwrite"))  # before any run
     settings["params"] = {**p.params, **(settings.get("params") or {})}
