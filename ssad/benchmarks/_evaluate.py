@@ -693,11 +693,9 @@ class _SplitRun:
             scores = row.model(self.fitted, *self.Z)
             elapsed = time.perf_counter() - start
             return scores, elapsed, 0.0, self._sensitivity(self.Z, row.model.scorer)
-        model, fit_params = row.model, {}
-        if isinstance(model, WithFitParams):
-            model, fit_params = model.estimator, dict(model.fit_params)
+        fit_params = dict(row.model.fit_params) if isinstance(row.model, WithFitParams) else {}
         start = time.perf_counter()
-        est = clone(model).fit(self.X_fit, **fit_params)
+        est = clone(_estimator_of(row.model)).fit(self.X_fit, **fit_params)
         fitted_at = time.perf_counter()
         scores = np.asarray(est.score_samples(self.X_score), np.float64)
         fit_s, score_s = fitted_at - start, time.perf_counter() - fitted_at

@@ -223,14 +223,9 @@ _CONVEX_MIL_ROWS: dict[str, Variant | FromFitted] = {
 def _knn_both_spaces(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
     """kNN (k=2) on the pretrained space plus the Gaussian of the discrepancies, standardised."""
     d = fitted.n_pretrained_features_
-    scorer = SumScorer(
-        [
-            ("pretrained", KNNScorer(n_neighbors=2), slice(0, d)),
-            ("finetuned", GaussianScorer(variance=None, whiten=False), slice(d, None)),
-        ],
-        standardize=True,
-    )
-    return scorer.fit(Z_fit).score_samples(Z_score)
+    knn = ("pretrained", KNNScorer(n_neighbors=2), slice(0, d))
+    gaussian = ("finetuned", GaussianScorer(variance=None, whiten=False), slice(d, None))
+    return SumScorer([knn, gaussian], standardize=True).fit(Z_fit).score_samples(Z_score)
 
 
 def _block(j: int) -> FromFitted:

@@ -74,15 +74,19 @@ class Split:
         return int(np.count_nonzero(self.is_anomaly))
 
 
-def _check_labels(y: object, name: str) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of class labels; got shape {arr.shape}.")
-    if arr.size == 0:
-        raise ValueError(f"{name} holds 0 labels; at least 1 is required.")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer class labels; got dtype {arr.dtype}.")
-    return arr
+def _check_labels(y_train: object, y_test: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both label arrays, checked, and the indices of the test set."""
+    arrays = []
+    for name, y in (("y_train", y_train), ("y_test", y_test)):
+        arr = np.asarray(y)
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D array of class labels; got shape {arr.shape}.")
+        if arr.size == 0:
+            raise ValueError(f"{name} holds 0 labels; at least 1 is required.")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name} must hold integer class labels; got dtype {arr.dtype}.")
+        arrays.append(arr)
+    return arrays[0], arrays[1], np.arange(arrays[1].shape[0], dtype=np.int64)
 
 
 def _check_classes(classes: Sequence[int] | np.ndarray | None, y_train: np.ndarray) -> list[int]:
@@ -215,9 +219,7 @@ def leave_one_out_splits(
     >>> s.name, s.train_idx.tolist(), s.is_anomaly.tolist(), s.normal_classes
     ('class 0', [1, 2], [False, True, False], (1, 2))
     """
-    y_train = _check_labels(y_train, "y_train")
-    y_test = _check_labels(y_test, "y_test")
-    test_idx = np.arange(y_test.shape[0], dtype=np.int64)
+    y_train, y_test, test_idx = _check_labels(y_train, y_test)
     all_classes = [int(c) for c in np.unique(y_train)]
     for c in _check_classes(classes, y_train):
         name = _class_name(c, target_names)
@@ -284,8 +286,7 @@ def contaminated_splits(
     >>> s.n_train, s.n_train_anomalies
     (111, 11)
     """
-    y_train = _check_labels(y_train, "y_train")
-    y_test = _check_labels(y_test, "y_test")
+    y_train, y_test, test_idx = _check_labels(y_train, y_test)
     if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1:
         raise ValueError(
             "The 'ratio' parameter of contaminated_splits must be a float in the range "
@@ -296,7 +297,6 @@ def contaminated_splits(
         base_seed = int(random_state)
     else:
         base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    test_idx = np.arange(y_test.shape[0], dtype=np.int64)
     for c in _check_classes(classes, y_train):
         name = _class_name(c, target_names)
         own = np.flatnonzero(y_train == c)

@@ -412,20 +412,12 @@ def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, 
     ]
     _refuse_existing(settings.get("out"), stems, settings.get("overwrite"))  # before any run
     settings["params"] = {**p.params, **(settings.get("params") or {})}
+    fixed: dict[str, Any] = {"protocol": p.protocol, "estimator": p.estimator, "name": p.name}
+    fixed.update(
+        ablations=p.ablations, baselines=p.baselines, ood_dataset=p.ood_dataset, preset=p.name
+    )
     for ratio, stem in zip(ratios, stems):
-        yield run_benchmark(
-            p.dataset,
-            protocol=p.protocol,
-            estimator=p.estimator,
-            ablations=p.ablations,
-            baselines=p.baselines,
-            ratio=ratio,
-            ood_dataset=p.ood_dataset,
-            name=p.name,
-            preset=p.name,
-            stem=stem,
-            **settings,
-        )
+        yield run_benchmark(p.dataset, ratio=ratio, stem=stem, **fixed, **settings)
 
 
 def _markdown_document(result: EvaluationResult) -> str:
@@ -501,13 +493,12 @@ def _fitted_plots(
 
         pos = np.r_[np.flatnonzero(split.is_anomaly)[:6], np.flatnonzero(~split.is_anomaly)[:2]]
         images, masks = _take(data.X_test, split.test_idx[pos]), data.get("masks_test")
+        maps = fitted.anomaly_map(images)
+        masks = None if masks is None else masks[split.test_idx[pos]]
         kinds = np.where(split.is_anomaly[pos], "anomaly", "normal")
+        titles = [f"{k} {-s:.3g}" for k, s in zip(kinds, fitted.score_samples(images))]
         grid = plot_anomaly_maps(
-            images,
-            fitted.anomaly_map(images),
-            None if masks is None else masks[split.test_idx[pos]],
-            titles=[f"{k} {-s:.3g}" for k, s in zip(kinds, fitted.score_samples(images))],
-            fig=Figure(figsize=(10.4, 5.6)),
+            images, maps, masks, titles=titles, fig=Figure(figsize=(10.4, 5.6))
         )
         paths.append(out_dir / f"{stem}_anomaly_maps.png")
         grid.savefig(paths[-1], dpi=120, bbox_inches="tight")
