@@ -118,14 +118,6 @@ def _estimator_of(row: Any) -> Any:
     return row.estimator if isinstance(row, WithFitParams) else row
 
 
-def _params(estimator: Any) -> dict[str, Any]:
-    est = _estimator_of(estimator)
-    params = json_safe(est.get_params(deep=False)) if hasattr(est, "get_params") else {}
-    if isinstance(estimator, WithFitParams) and isinstance(params, dict):
-        params["fit_params"] = {k: type(v).__name__ for k, v in estimator.fit_params.items()}
-    return params if isinstance(params, dict) else {}
-
-
 # -- peak memory ----------------------------------------------------------------------------
 
 
@@ -661,6 +653,19 @@ class _Row:
     model: Any  # an estimator template, or FromFitted
 
 
+def _model_result(row: _Row, estimator_name: str) -> ModelResult:
+    """A row's result without splits: its class and JSON-safe parameters, or how it is scored."""
+    if isinstance(row.model, FromFitted):
+        how = {"scored from": estimator_name, "how": row.model.description}
+        return ModelResult(row.name, row.role, estimator_name, how, "VmHWM", from_fitted=True)
+    est = _estimator_of(row.model)
+    params = json_safe(est.get_params(deep=False)) if hasattr(est, "get_params") else {}
+    if isinstance(row.model, WithFitParams) and isinstance(params, dict):
+        params["fit_params"] = {k: type(v).__name__ for k, v in row.model.fit_params.items()}
+    params = params if isinstance(params, dict) else {}
+    return ModelResult(row.name, row.role, _class_path(est), params, "VmHWM")
+
+
 @dataclass
 class _SplitRun:
     """One split's images; runs rows on them (the estimator's row first)."""
@@ -822,14 +827,7 @@ def evaluate(
     rows = [_Row(name, "estimator", estimator)]
     rows += [_Row(str(k), "ablation", v) for k, v in (ablations or {}).items()]
     rows += [_Row(str(k), "baseline", v) for k, v in (baselines or {}).items()]
-    results = []
-    for r in rows:
-        if isinstance(r.model, FromFitted):
-            how = {"scored from": name, "how": r.model.description}
-            results.append(ModelResult(r.name, r.role, name, how, "VmHWM", from_fitted=True))
-        else:
-            path, params = _class_path(_estimator_of(r.model)), _params(r.model)
-            results.append(ModelResult(r.name, r.role, path, params, "VmHWM"))
+    results = [_model_result(r, name) for r in rows]
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     with tqdm(total=len(splits) * len(rows), disable=verbose <= 0, file=sys.stderr) as bar:
@@ -857,12 +855,7 @@ def evaluate(
                 logger.info("%s | %s: AUROC %.4f, fit %.1f s", split.name, row.name, auroc, fit_s)
                 bar.set_postfix(auroc=f"{auroc:.3f}")
                 bar.update(1)
+    meta = dict(metadata or {})
     return EvaluationResult(
-        estimator=results[0],
-        baselines=results[1:],
-        skipped_baselines=skipped,
-        random_state=random_state,
-        metadata=dict(metadata or {}),
-        environment=environment(),
-        created=created,
+        results[0], results[1:], skipped, random_state, meta, environment(), created
     )

@@ -111,15 +111,16 @@ def _class_name(c: int, target_names: Sequence[str] | None) -> str:
     return f"class {c}"
 
 
-def _check_split(train_idx: np.ndarray, is_anomaly: np.ndarray, name: str) -> None:
-    if train_idx.size == 0:
-        raise ValueError(f"Split {name!r} has no training image.")
-    if is_anomaly.all() or not is_anomaly.any():
-        kind = "anomalous" if is_anomaly.all() else "normal"
+def _checked(split: Split) -> Split:
+    if split.n_train == 0:
+        raise ValueError(f"Split {split.name!r} has no training image.")
+    if split.is_anomaly.all() or not split.is_anomaly.any():
+        kind = "anomalous" if split.is_anomaly.all() else "normal"
         raise ValueError(
-            f"Split {name!r}: every test image is {kind}, so AUROC is undefined; the test "
+            f"Split {split.name!r}: every test image is {kind}, so AUROC is undefined; the test "
             "set needs both normal and anomalous images."
         )
+    return split
 
 
 def one_class_splits(
@@ -224,10 +225,8 @@ def leave_one_out_splits(
     for c in _check_classes(classes, y_train):
         name = _class_name(c, target_names)
         train_idx = np.flatnonzero(y_train != c).astype(np.int64)
-        is_anomaly = y_test == c
-        _check_split(train_idx, is_anomaly, name)
         normal = tuple(k for k in all_classes if k != c)
-        yield Split(name, train_idx, test_idx, is_anomaly, normal_classes=normal)
+        yield _checked(Split(name, train_idx, test_idx, y_test == c, normal_classes=normal))
 
 
 def contaminated_splits(
@@ -310,9 +309,7 @@ def contaminated_splits(
         rng = np.random.default_rng([base_seed, c])
         extra = rng.choice(others, size=n_extra, replace=False)
         train_idx = np.sort(np.concatenate([own, extra])).astype(np.int64)
-        is_anomaly = y_test != c
-        _check_split(train_idx, is_anomaly, name)
-        yield Split(name, train_idx, test_idx, is_anomaly, (c,), n_train_anomalies=n_extra)
+        yield _checked(Split(name, train_idx, test_idx, y_test != c, (c,), n_extra))
 
 
 def dataset_vs_dataset(
