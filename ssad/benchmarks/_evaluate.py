@@ -118,9 +118,6 @@ def _estimator_of(row: Any) -> Any:
     return row.estimator if isinstance(row, WithFitParams) else row
 
 
-# -- peak memory ----------------------------------------------------------------------------
-
-
 def _status_mb(key: str) -> float | None:
     """A memory line of /proc/self/status (Linux), in MiB."""
     try:
@@ -153,9 +150,6 @@ class _PeakMemory:
             peak = kb / _MB if sys.platform == "darwin" else kb / 1024.0
         self.rss_mb = float(peak)
         self.cuda_mb = torch.cuda.max_memory_allocated() / _MB if self.cuda else None
-
-
-# -- results --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -467,9 +461,6 @@ class EvaluationResult:
         return "\n".join(lines).rstrip() + "\n"
 
 
-# -- rows -----------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class FromFitted:
     """A row scored from the estimator fitted on the split, without a fit of its own.
@@ -622,9 +613,6 @@ def default_baselines(
         else:
             base[name] = candidate
     return base, skipped
-
-
-# -- evaluate -------------------------------------------------------------------------------
 
 
 def _take(X: Any, idx: np.ndarray) -> Any:

@@ -167,9 +167,6 @@ def get_preset(name: str) -> Preset:
     return _PRESETS[name]
 
 
-# -- rows the presets share ------------------------------------------------------------------
-
-
 def _on_frozen(scorer: Any, **params: Any) -> Callable[[Any], Any]:
     """``scorer`` on the untrained features (``frozen_features``) of the method with ``params``."""
 
@@ -252,6 +249,7 @@ _TRANSFORMALY_BASELINES: dict[str, Variant | FromFitted] = {
         build=_on_frozen(GaussianScorer()), description="Gaussian on the frozen teacher features"
     ),
 }
+_TRANSFORMALY_SIZES: dict[str, Any] = {"max_train": 1000, "max_test": 2000, "image_size": 64}
 _COSINE_FROZEN: dict[str, Variant | FromFitted] = {
     "cosine-kernel-frozen": Variant(
         build=_on_frozen(CosineKernelScorer(temperature=0.04)),
@@ -298,9 +296,7 @@ for _preset in [
         "transformaly-efficientnet",
         ablations=_TRANSFORMALY_ROWS,
         baselines=_TRANSFORMALY_BASELINES,
-        max_train=1000,
-        max_test=2000,
-        image_size=64,
+        **_TRANSFORMALY_SIZES,
     ),
     Preset(
         "transformaly-leave-one-out",
@@ -310,9 +306,7 @@ for _preset in [
         "transformaly-efficientnet",
         ablations=_TRANSFORMALY_ROWS,
         baselines=_TRANSFORMALY_BASELINES,
-        max_train=1000,
-        max_test=2000,
-        image_size=64,
+        **_TRANSFORMALY_SIZES,
     ),
     Preset(
         "thesis-leave-one-out",

