@@ -96,10 +96,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
         parser.error("give either --preset NAME or --dataset NAME (with --estimator)")
     if args.params is not None and not isinstance(args.params, dict):
         parser.error("--params must be a JSON object")
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-    )
+    fmt = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format=fmt)
     if args.threads:
         import torch
 
@@ -111,11 +109,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
     keys = ("classes", "seed", "root", "ood_root", "read_size", "out", "overwrite", "params")
     common = {k: getattr(args, k) for k in (*keys, *SETTINGS)}
     common.update(verbose=0 if args.quiet else 1, command=argv)
+    runs: Iterable[tuple[Any, Any, Any]]
     try:
         if args.preset is not None:
-            runs: Iterable[tuple[Any, Any, Any]] = run_preset(
-                args.preset, ratios=args.ratios, **common
-            )
+            runs = run_preset(args.preset, ratios=args.ratios, **common)
         else:
             what = {"protocol": args.protocol, "estimator": args.estimator or "knn-pixels"}
             what.update(ratio=args.ratio, ood_dataset=args.ood_dataset)

@@ -91,11 +91,7 @@ def json_safe(obj: Any) -> Any:
         value = float(obj)
         return value if math.isfinite(value) else str(value)
     if isinstance(obj, BaseEstimator):
-        cls = type(obj)
-        return {
-            "class": f"{cls.__module__}.{cls.__qualname__}",
-            "params": json_safe(obj.get_params(deep=False)),
-        }
+        return {"class": _class_path(obj), "params": json_safe(obj.get_params(deep=False))}
     if isinstance(obj, Mapping):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, np.ndarray):
@@ -122,17 +118,6 @@ def _estimator_of(row: Any) -> Any:
     return row.estimator if isinstance(row, WithFitParams) else row
 
 
-def _params(estimator: Any) -> dict[str, Any]:
-    est = _estimator_of(estimator)
-    params = json_safe(est.get_params(deep=False)) if hasattr(est, "get_params") else {}
-    if isinstance(estimator, WithFitParams) and isinstance(params, dict):
-        params["fit_params"] = {k: type(v).__name__ for k, v in estimator.fit_params.items()}
-    return params if isinstance(params, dict) else {}
-
-
-# -- peak memory ----------------------------------------------------------------------------
-
-
 def _status_mb(key: str) -> float | None:
     """A memory line of /proc/self/status (Linux), in MiB."""
     try:
@@ -144,12 +129,8 @@ def _status_mb(key: str) -> float | None:
 
 
 class _PeakMemory:
-    """Peak RSS (and CUDA memory) of the process between ``__enter__`` and ``__exit__``.
-
-    On Linux the kernel's peak-RSS counter (VmHWM) is reset by writing 5 to
-    /proc/self/clear_refs, so the peak is that of the block; elsewhere it is
-    the peak since the process started (``ru_maxrss``).
-    """
+    """Peak RSS (and CUDA memory) of the block: VmHWM reset via /proc/self/clear_refs (Linux),
+    else ``ru_maxrss``, the peak since the process started."""
 
     def __enter__(self) -> _PeakMemory:
         self.before_mb = _status_mb("VmRSS")
@@ -169,9 +150,6 @@ class _PeakMemory:
             peak = kb / _MB if sys.platform == "darwin" else kb / 1024.0
         self.rss_mb = float(peak)
         self.cuda_mb = torch.cuda.max_memory_allocated() / _MB if self.cuda else None
-
-
-# -- results --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -252,12 +230,8 @@ _SPLIT_KEYS = (
 ).split()
 
 #: Fitted attributes a report keeps per split (training length and curves of deep detectors).
-TRAINING_ATTRIBUTES = (
-    "n_epochs_",
-    "best_epoch_",
-    "loss_curve_",
-    "validation_curve_",
-    "teacher_entropy_curve_",
+TRAINING_ATTRIBUTES = tuple(
+    "n_epochs_ best_epoch_ loss_curve_ validation_curve_ teacher_entropy_curve_".split()
 )
 
 
@@ -413,7 +387,7 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         """Everything, as a JSON-safe dict that validates against ``schema.json``."""
         meta = json_safe(self.metadata)
-        out: dict[str, Any] = {
+        return {
             "schema_version": SCHEMA_VERSION,
             "created": self.created,
             "seed": self.random_state,
@@ -426,7 +400,6 @@ class EvaluationResult:
             "sensitivity_auroc_spearman": self.sensitivity_correlation(),
             "environment": json_safe(self.environment),
         }
-        return out
 
     def to_markdown(self) -> str:
         """Markdown tables: AUROC per split, then quality and cost per model (in %)."""
@@ -462,7 +435,7 @@ class EvaluationResult:
         rho = self.sensitivity_correlation()
         if rho is not None:
             lines.append(f"Spearman correlation of sensitivity and AUROC over the rows: {rho:.2f}.")
-            rows = [d for d in (m.to_dict() for m in models) if d["mean_sensitivity"] is not None]
+            rows = [d for d in rows if d["mean_sensitivity"] is not None]
             chosen = max(rows, key=lambda d: d["mean_sensitivity"])
             best = max(rows, key=lambda d: d["mean_auroc"])
             lines.append(
@@ -472,15 +445,9 @@ class EvaluationResult:
             )
         for name, reason in self.skipped_baselines.items():
             lines.append(f"- baseline {name} not run: {reason}")
-        trained = [
-            (m, r) for m in models for r in m.splits if r.training and r.training.get("loss_curve")
-        ]
-        if trained:
-            lines += [
-                "",
-                "| model | split | epochs | best epoch | loss: first, last | val. loss: best, last",
-                "|---|---|---:|---:|---|---|",
-            ]
+        trained = [(m, r) for m in models for r in m.splits if (r.training or {}).get("loss_curve")]
+        head = "| model | split | epochs | best epoch | loss: first, last | val. loss: best, last"
+        lines += ["", head, "|---|---|---:|---:|---|---|"] if trained else []
         for m, r in trained:
             t = r.training or {}
             loss, val = t["loss_curve"], t.get("validation_curve") or []
@@ -492,9 +459,6 @@ class EvaluationResult:
                 f"{loss[0]:.4g}, {loss[-1]:.4g} | {val_text} |"
             )
         return "\n".join(lines).rstrip() + "\n"
-
-
-# -- rows -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -651,9 +615,6 @@ def default_baselines(
     return base, skipped
 
 
-# -- evaluate -------------------------------------------------------------------------------
-
-
 def _take(X: Any, idx: np.ndarray) -> Any:
     """Images of ``X`` at ``idx`` (arrays, tensors, ImageSets and lists)."""
     if hasattr(X, "subset"):
@@ -678,6 +639,19 @@ class _Row:
     name: str
     role: Role
     model: Any  # an estimator template, or FromFitted
+
+
+def _model_result(row: _Row, estimator_name: str) -> ModelResult:
+    """A row's result without splits: its class and JSON-safe parameters, or how it is scored."""
+    if isinstance(row.model, FromFitted):
+        how = {"scored from": estimator_name, "how": row.model.description}
+        return ModelResult(row.name, row.role, estimator_name, how, "VmHWM", from_fitted=True)
+    est = _estimator_of(row.model)
+    params = json_safe(est.get_params(deep=False)) if hasattr(est, "get_params") else {}
+    if isinstance(row.model, WithFitParams) and isinstance(params, dict):
+        params["fit_params"] = {k: type(v).__name__ for k, v in row.model.fit_params.items()}
+    params = params if isinstance(params, dict) else {}
+    return ModelResult(row.name, row.role, _class_path(est), params, "VmHWM")
 
 
 @dataclass
@@ -712,11 +686,9 @@ class _SplitRun:
             scores = row.model(self.fitted, *self.Z)
             elapsed = time.perf_counter() - start
             return scores, elapsed, 0.0, self._sensitivity(self.Z, row.model.scorer)
-        model, fit_params = row.model, {}
-        if isinstance(model, WithFitParams):
-            model, fit_params = model.estimator, dict(model.fit_params)
+        fit_params = dict(row.model.fit_params) if isinstance(row.model, WithFitParams) else {}
         start = time.perf_counter()
-        est = clone(model).fit(self.X_fit, **fit_params)
+        est = clone(_estimator_of(row.model)).fit(self.X_fit, **fit_params)
         fitted_at = time.perf_counter()
         scores = np.asarray(est.score_samples(self.X_score), np.float64)
         fit_s, score_s = fitted_at - start, time.perf_counter() - fitted_at
@@ -843,14 +815,7 @@ def evaluate(
     rows = [_Row(name, "estimator", estimator)]
     rows += [_Row(str(k), "ablation", v) for k, v in (ablations or {}).items()]
     rows += [_Row(str(k), "baseline", v) for k, v in (baselines or {}).items()]
-    results = []
-    for r in rows:
-        if isinstance(r.model, FromFitted):
-            how = {"scored from": name, "how": r.model.description}
-            results.append(ModelResult(r.name, r.role, name, how, "VmHWM", from_fitted=True))
-        else:
-            path, params = _class_path(_estimator_of(r.model)), _params(r.model)
-            results.append(ModelResult(r.name, r.role, path, params, "VmHWM"))
+    results = [_model_result(r, name) for r in rows]
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     with tqdm(total=len(splits) * len(rows), disable=verbose <= 0, file=sys.stderr) as bar:
@@ -866,39 +831,19 @@ def evaluate(
             for row, result in zip(rows, results):
                 bar.set_description(f"{split.name} | {row.name}")
                 with _PeakMemory() as mem:
-                    scores, fit_s, score_s, sensitivity = ctx.run(row)
+                    scores, fit_s, score_s, sens = ctx.run(row)
                 auroc, ap = _metrics(ctx.is_anomaly, scores)
                 result.memory_measure = mem.method
-                result.splits.append(
-                    SplitResult(
-                        split.name,
-                        split.n_train,
-                        split.n_test,
-                        int(ctx.is_anomaly.sum()),
-                        split.n_train_anomalies,
-                        auroc,
-                        ap,
-                        fit_s,
-                        score_s,
-                        mem.rss_mb,
-                        mem.cuda_mb,
-                        mem.before_mb,
-                        ctx.is_anomaly,
-                        scores,
-                        sensitivity,
-                    )
-                )
-                result.splits[-1].pixel_auroc, result.splits[-1].pro = ctx.pixel_metrics()
-                result.splits[-1].training = _training_record(ctx.last)
+                n = (split.n_train, split.n_test, split.n_anomalies, split.n_train_anomalies)
+                measures = (*n, auroc, ap, fit_s, score_s, mem.rss_mb, mem.cuda_mb, mem.before_mb)
+                res = SplitResult(split.name, *measures, ctx.is_anomaly, scores, sens)
+                res.pixel_auroc, res.pro = ctx.pixel_metrics()
+                res.training = _training_record(ctx.last)
+                result.splits.append(res)
                 logger.info("%s | %s: AUROC %.4f, fit %.1f s", split.name, row.name, auroc, fit_s)
                 bar.set_postfix(auroc=f"{auroc:.3f}")
                 bar.update(1)
+    meta = dict(metadata or {})
     return EvaluationResult(
-        estimator=results[0],
-        baselines=results[1:],
-        skipped_baselines=skipped,
-        random_state=random_state,
-        metadata=dict(metadata or {}),
-        environment=environment(),
-        created=created,
+        results[0], results[1:], skipped, random_state, meta, environment(), created
     )

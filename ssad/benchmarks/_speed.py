@@ -8,12 +8,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.pipeline import Pipeline
 
 from ssad.backbones import create_backbone, data_config
-from ssad.benchmarks._registry import register_estimator
+from ssad.benchmarks._registry import _knn_on, register_estimator
 from ssad.features import DINOFeatures
-from ssad.scoring import KNNScorer
 
 __all__ = ["PlainTimmLoop"]
 
@@ -73,16 +71,11 @@ class PlainTimmLoop(TransformerMixin, BaseEstimator):
 
 register_estimator(
     "speed-dino",
-    lambda: Pipeline(
-        [
-            ("features", DINOFeatures(SPEED_BACKBONE, pretrained=False, random_state=0)),
-            ("knn", KNNScorer()),
-        ]
-    ),
+    lambda: _knn_on(DINOFeatures(SPEED_BACKBONE, pretrained=False, random_state=0)),
     description="speed preset: DINOFeatures ViT-S/16 (random weights) + kNN",
 )
 register_estimator(
     "speed-plain-loop",
-    lambda: Pipeline([("features", PlainTimmLoop()), ("knn", KNNScorer())]),
+    lambda: _knn_on(PlainTimmLoop()),
     description="speed preset: the same ViT-S/16 in a plain timm loop + kNN",
 )
