@@ -248,12 +248,7 @@ _TRANSFORMALY_ROWS: dict[str, Variant | FromFitted] = {
 _CONVEX_MIL_BASELINES: dict[str, Variant | FromFitted] = {
     "knn-pixels-filtered": Variant(estimator="knn-pixels-filtered"),
     "knn-frozen-pretrained": Variant(
-        build=lambda method: Pipeline(
-            [
-                ("features", make_estimator("convex-mil-pretrained").frozen_features()),
-                ("scorer", KNNScorer()),
-            ]
-        ),
+        build=lambda method: _on_frozen(KNNScorer())(make_estimator("convex-mil-pretrained")),
         description="knn-frozen of the pretrained row: kNN (k=2) on its untrained backbone",
     ),
 }
