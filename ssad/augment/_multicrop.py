@@ -36,8 +36,10 @@ def dino_view_transforms(
     contrast 0.4, saturation 0.2, hue 0.1; p=0.8), greyscale (p=0.2); then
     global view 1: Gaussian blur (p=1.0); global view 2: blur (p=0.1) and
     solarisation (p=0.2); local views: blur (p=0.5).  The blur's sigma range
-    (0.1, 2.0) is for 224-pixel views and scales with the view size (as the
-    reference code of Rafiee et al. does for small images).
+    (0.1, 2.0) is for 224-pixel views and scales with each view's own size
+    (the reference code of Rafiee et al. scales it by the global view size,
+    for the local views too).  Colour jitter applies its four operations in
+    a fixed order (torchvision draws a random order per image).
 
     Parameters
     ----------

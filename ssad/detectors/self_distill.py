@@ -291,8 +291,11 @@ class SelfDistillNegDetector(ImageDetector):
       ``global_crop_size`` (default ``image_size``) and ``local_crop_size``
       (default 96/224 of it on the patch grid); set them for other choices.
     - **Augmentations** are batched tensor operations (``ssad.augment``):
-      crops are resampled bilinearly by ``roi_align`` (PIL: bicubic), the
-      blur's sigma scales with the view size (as the reference does), and the
+      crops are resampled bilinearly by ``roi_align`` (PIL: bicubic); the
+      blur's sigma scales with each view's own size, where the reference
+      scales it by the global view size for every view (local views too);
+      colour jitter applies brightness, contrast, saturation and hue in this
+      fixed order, where torchvision draws a random order per image; the
       shifting transform is applied last to each view.  The reference rotates
       before flip / colour / blur and permutes after normalisation; for
       quarter turns and permutations the distribution of views is the same
@@ -307,7 +310,10 @@ class SelfDistillNegDetector(ImageDetector):
       angle, nearest-neighbour resampling, black corners; angles near 0 or 360
       give almost unshifted negatives, as there.
     - **Auxiliary images** (``X_aux``) are drawn in shuffled passes, one batch
-      of the training batch size per step, loaded at ``image_size``.
+      of the training batch size per step, loaded at ``image_size``.  The
+      default ``negative_source="in"`` makes negatives from the training
+      images only; the reference's main script combines in-distribution and
+      auxiliary negatives (``"both"`` here).
     - **Gradient clipping** is on the global norm of the student's gradients
       (the shared loop); DINO clips each parameter's gradient norm.
       ``freeze_last_layer`` switches ``requires_grad`` off, which AdamW treats
