@@ -344,7 +344,7 @@ class PatchCoreDetector(ImageDetector):
         self.backbone_ = backbone.requires_grad_(False).to(self.device_).eval()
         self.preprocessor_ = self._preprocessor(data_config(backbone))
         probe = torch.zeros((1, 3, *self.preprocessor_.size), device=self.device_)
-        with torch.inference_mode():
+        with torch.no_grad():  # a probe of the grid shape
             shape = self._embed_batch(probe).shape
         self.n_features_ = int(shape[1])
         self.grid_shape_ = (int(shape[2]), int(shape[3]))
