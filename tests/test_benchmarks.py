@@ -424,6 +424,23 @@ def test_registry() -> None:
         register_estimator("Bad Name", knn_pixels)
 
 
+def test_offline_teachers_are_the_packaged_lite_models(monkeypatch, tmp_path) -> None:
+    import ssad.backbones
+
+    asked = []
+
+    def fake_checkpoint(variant: int = 0, path: object = None) -> Path:
+        asked.append(variant)
+        return tmp_path / f"lite{variant}.safetensors"
+
+    monkeypatch.setattr(ssad.backbones, "efficientnet_lite_checkpoint", fake_checkpoint)
+    for name, variant in (("efficientnet-knn", 0), ("efficientnet-lite2-knn", 2)):
+        features = make_estimator(name)[0]
+        assert features.backbone == f"tf_efficientnet_lite{variant}"
+        assert features.checkpoint_path == str(tmp_path / f"lite{variant}.safetensors")
+    assert asked == [0, 2]
+
+
 def test_pixel_features() -> None:
     X = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
     Z = PixelFeatures().fit_transform(X)

@@ -258,6 +258,11 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
         "EfficientNet-Lite0 ImageNet features (mean pooled) + kNN (k=2); offline weights",
     ),
     (
+        "efficientnet-lite2-knn",
+        lambda: _knn_on(TimmFeatures(**_lite(2, pooling="mean"))),
+        "EfficientNet-Lite2 ImageNet features (mean pooled) + kNN (k=2); offline weights",
+    ),
+    (
         "efficientnet-gaussian",
         lambda: Pipeline(
             [("features", TimmFeatures(**_lite(0, pooling="mean"))), ("gaussian", GaussianScorer())]
