@@ -584,15 +584,24 @@ class KNNScorer(BaseDetector):
         return found, idx
 
     def _exact(self, queries: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Exact similarities of the candidates ``idx`` (PQ re-ranking); sorts ``idx`` in place."""
-        vectors = self._fit_X[np.maximum(idx, 0)]
+        """Exact similarities of the candidates ``idx`` (PQ re-ranking); sorts ``idx`` in place.
+
+        faiss computes them from the stored rows in place (``fvec_*_by_idx``), without
+        gathering the candidates' vectors into a temporary array; ``-1`` ids (missing
+        candidates) come out as the worst value."""
+        n, k = idx.shape
+        sim = np.empty((n, k), dtype=np.float32)
+        ids = np.ascontiguousarray(idx, dtype=np.int64)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        compute = (
+            faiss.fvec_inner_products_by_idx if self.metric == "cosine" else faiss.fvec_L2sqr_by_idx
+        )
+        ptr = faiss.swig_ptr
+        compute(ptr(sim), ptr(queries), ptr(self._fit_X), ptr(ids), queries.shape[1], n, k)
         if self.metric == "cosine":
-            sim = np.einsum("bkd,bd->bk", vectors, queries)
             sim[idx < 0] = -np.inf
             order = np.argsort(-sim, axis=1, kind="stable")
         else:
-            diff = vectors - queries[:, None, :]
-            sim = np.einsum("bkd,bkd->bk", diff, diff)
             sim[idx < 0] = np.inf
             order = np.argsort(sim, axis=1, kind="stable")
         idx[:] = np.take_along_axis(idx, order, axis=1)
