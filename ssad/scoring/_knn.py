@@ -593,9 +593,8 @@ class KNNScorer(BaseDetector):
         sim = np.empty((n, k), dtype=np.float32)
         ids = np.ascontiguousarray(idx, dtype=np.int64)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        compute = (
-            faiss.fvec_inner_products_by_idx if self.metric == "cosine" else faiss.fvec_L2sqr_by_idx
-        )
+        by_idx = "fvec_inner_products_by_idx" if self.metric == "cosine" else "fvec_L2sqr_by_idx"
+        compute = getattr(faiss, by_idx)  # not in faiss' type stubs
         ptr = faiss.swig_ptr
         compute(ptr(sim), ptr(queries), ptr(self._fit_X), ptr(ids), queries.shape[1], n, k)
         if self.metric == "cosine":
