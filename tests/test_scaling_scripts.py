@@ -35,7 +35,7 @@ def test_gpu_check_stages_run_on_the_cpu_with_a_tiny_model(tmp_path):
 
 def test_scaling_benchmarks_run_at_a_small_size(tmp_path, monkeypatch):
     out = tmp_path / "scaling.json"
-    argv = ["scaling_benchmarks.py", "all", "--no-real", "--n-train", "3000"]
+    argv = ["scaling_benchmarks.py", "all", "--no-real", "--ivf-flat", "--n-train", "3000"]
     argv += ["--n-queries", "50", "--n-images", "6", "--jpeg-size", "32", "--out", str(out)]
     argv += ["--patchcore-n-train", "3", "--patchcore-n-test", "2"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -43,7 +43,10 @@ def test_scaling_benchmarks_run_at_a_small_size(tmp_path, monkeypatch):
     _script("scaling_benchmarks.py")["main"]()
     report = json.loads(out.read_text())
     rows = report["knn"][0]["rows"]
-    assert [row["index"] for row in rows] == ["flat (exact)", "ivf", "ivf-pq"]
+    assert [row["index"] for row in rows] == ["flat (exact)", "ivf (float32)"] + [
+        label for label, _ in _script("scaling_benchmarks.py")["KNN_CONFIGS"]
+    ]
+    assert [row.get("compression") for row in rows] == [None, None, "pq", "pq", "sq8", "sq8"]
     assert all(0.0 <= row["recall"] <= 1.0 for row in rows)
     assert set(report["loading"]["images_per_s"]) == {"0", "1", "2"}
     patchcore = {(row["model"], row["n_train"]): row for row in report["patchcore"]}

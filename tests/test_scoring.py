@@ -28,6 +28,7 @@ CHECKED = [
     KNNScorer(n_neighbors=3, metric="cosine", aggregate="max", batch_size=5),
     KNNScorer(aggregate="mean", batch_size=1),
     KNNScorer(index="ivf", n_lists=2, n_probe=1, random_state=0),
+    KNNScorer(index="ivf", n_lists=2, n_probe=1, compression="sq8", random_state=0),
     KNNScorer(index="hnsw", hnsw_m=4, ef_search=8),
     CosineKernelScorer(batch_size=7),
     CosineKernelScorer(temperature=0.5, shift=0.1, log=False),
@@ -329,10 +330,11 @@ def test_knn_ivf_searching_every_cell_is_exact(metric):
 @pytest.mark.parametrize(
     "params",
     [
-        {"index": "ivf", "pq_subvectors": None},
+        {"index": "ivf", "compression": None},
         {"index": "ivf"},  # "auto": 4-bit codes of 8 features
         {"index": "hnsw"},
         {"index": "ivf", "pq_subvectors": 16, "n_lists": 8},
+        {"index": "ivf", "compression": "sq8"},
     ],
 )
 def test_knn_approximate_indexes_find_the_exact_neighbours_on_clusters(params):
@@ -375,10 +377,13 @@ def test_knn_auto_index_switches_at_the_threshold(monkeypatch):
     scorer = KNNScorer(random_state=0).fit(X_train)
     assert scorer.index_ == "ivf"
     assert scorer.n_lists_ == max(1, min(round(4 * np.sqrt(len(X_train))), len(X_train) // 39))
-    assert scorer.pq_subvectors_ is None  # 6 features: not a multiple of 8
+    # 6 features: not a multiple of 8
+    assert (scorer.compression_, scorer.pq_subvectors_) == (None, None)
     wide = KNNScorer(random_state=0).fit(np.hstack([X_train, X_train, X_train[:, :4]]))
-    assert wide.pq_subvectors_ == 2  # 16 features: one 4-bit code per 8
-    assert KNNScorer(pq_subvectors=None).fit(X_train).pq_subvectors_ is None
+    assert (wide.compression_, wide.pq_subvectors_) == ("pq", 2)  # one 4-bit code per 8
+    sq8 = KNNScorer(compression="sq8", random_state=0).fit(X_train)
+    assert (sq8.compression_, sq8.pq_subvectors_) == ("sq8", None)
+    assert KNNScorer(compression=None).fit(X_train).compression_ is None
 
 
 @pytest.mark.parametrize(
@@ -386,6 +391,7 @@ def test_knn_auto_index_switches_at_the_threshold(monkeypatch):
     [
         {"index": "ivf", "n_lists": 6, "n_probe": 2},
         {"index": "ivf", "n_lists": 6, "n_probe": 2, "pq_subvectors": 3},
+        {"index": "ivf", "n_lists": 6, "n_probe": 2, "compression": "sq8", "refine_factor": 2},
         {"index": "hnsw", "hnsw_m": 4, "ef_search": 4},
         {"index": "hnsw", "metric": "cosine"},
     ],
@@ -421,10 +427,12 @@ def test_knn_refuses_a_damaged_hnsw_graph():
 
 def test_knn_index_parameter_errors():
     X_train, _ = _data()
-    with pytest.raises(ValueError, match="pq_subvectors .* needs index='ivf'"):
-        KNNScorer(index="flat", pq_subvectors=2).fit(X_train)
+    with pytest.raises(ValueError, match="compression='sq8' .* needs index='ivf'"):
+        KNNScorer(index="flat", compression="sq8").fit(X_train)
     with pytest.raises(ValueError, match=r"must divide the number of features \(6\)"):
         KNNScorer(index="ivf", pq_subvectors=4).fit(X_train)
+    with pytest.raises(ValueError, match=r"pq_subvectors='auto' gives 0 .*compression='sq8'"):
+        KNNScorer(index="ivf", compression="pq").fit(X_train)  # 6 features: fewer than 8
     with pytest.raises(ValueError, match="needs at least 16 training samples"):
         KNNScorer(index="ivf", pq_subvectors=2).fit(X_train[:15])
     with pytest.raises(ValueError, match="n_lists must be at most the number of training"):

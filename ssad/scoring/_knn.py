@@ -37,9 +37,6 @@ _MIN_POINTS_PER_CENTROID = 39
 #: (faiss' minimum, 39, and a little more).
 _TRAIN_POINTS_PER_LIST = 40
 
-#: PQ candidates searched per wanted neighbour, then re-ranked by exact distances.
-_PQ_REFINE = 32
-
 #: GPU resources of faiss, created once per process on first use.
 _GPU_RESOURCES: Any = None
 
@@ -136,15 +133,26 @@ class KNNScorer(BaseDetector):
     n_probe : int, default=16
         Number of IVF cells searched per query (faiss' ``nprobe``); more is
         slower and closer to exact.  ``n_probe >= n_lists`` is exact.
-    pq_subvectors : "auto", int or None, default="auto"
-        With an IVF index: compress the vectors in the index by product
+    compression : {"auto", "pq", "sq8"} or None, default="auto"
+        How an IVF index stores the vectors it scans.  ``"pq"``: product
         quantisation into ``pq_subvectors`` codes of 4 bits each, scanned
-        with SIMD instructions (faiss' ``IndexIVFPQFastScan``); must divide
-        the number of features.  The candidates it finds are re-ranked by
-        their exact distances (see Notes).  ``"auto"``: one code per 8
-        features (48 for 384 features) when the number of features is a
-        multiple of 8 and faiss searches on the CPU; no compression on a GPU.
-        None: no compression (faiss' ``IndexIVFFlat``).
+        with SIMD instructions (faiss' ``IndexIVFPQFastScan``; 8 features
+        per byte for the default ``pq_subvectors``).  ``"sq8"``: one byte per
+        feature (faiss' ``IndexIVFScalarQuantizer`` with ``QT_8bit``), 4x
+        smaller than float32 and close to exact on any data.  None: float32
+        vectors (faiss' ``IndexIVFFlat``).  A compressed index returns
+        ``refine_factor * k`` candidates, re-ranked by their exact distances
+        (see Notes).  ``"auto"``: ``"pq"`` when ``pq_subvectors`` is given, or
+        when faiss searches on the CPU and the number of features is a
+        multiple of 8; else None (GPUs scan full vectors fast).
+    pq_subvectors : "auto" or int, default="auto"
+        Number of 4-bit codes per vector with ``compression="pq"``; must
+        divide the number of features.  ``"auto"``: one code per 8 features
+        (48 for 384 features).
+    refine_factor : int, default=32
+        With a compressed IVF index: candidates searched per wanted
+        neighbour, then re-ranked by their exact distances.  More raises the
+        recall where compressed distances rank neighbours poorly (see Notes).
     hnsw_m : int, default=32
         Links per sample of the HNSW graph (faiss' ``M``).
     ef_search : int, default=64
@@ -171,9 +179,12 @@ class KNNScorer(BaseDetector):
         The index built (``index`` with ``"auto"`` resolved).
     n_lists_ : int or None
         Number of IVF cells; None for the other indexes.
+    compression_ : {"pq", "sq8"} or None
+        How the IVF index stores its vectors (``compression`` with
+        ``"auto"`` resolved); None for the other indexes.
     pq_subvectors_ : int or None
-        Number of 4-bit PQ codes per vector in the IVF index; None without
-        compression.
+        Number of 4-bit PQ codes per vector in the IVF index; None unless
+        ``compression_ == "pq"``.
     scale_ : float
         Power of two the features are divided by before the float32 search
         (``metric="l2"``): the largest one not above the largest absolute
@@ -210,13 +221,19 @@ class KNNScorer(BaseDetector):
     query (IVF: ``n_probe`` of ``n_lists ~ 4 sqrt(n)`` cells, so
     ``O(sqrt(n))`` per query; HNSW: ``O(log n)`` graph steps), and may miss a
     true neighbour; the distances of the neighbours they return are exact
-    (with ``pq_subvectors``, after re-ranking ``32 * k`` compressed-distance
-    candidates by their exact distances to the stored training matrix).
-    Recall against exact search depends on the data; the ``knn`` command of
-    ``examples/scaling_benchmarks.py`` measures speed and recall on
-    synthetic clusters and on real embeddings.  The IVF cells (and PQ
-    codebooks) are trained by faiss' k-means on ``40 * n_lists`` training
-    samples (at least 624 with PQ) drawn with ``random_state``.  A query
+    (with ``compression``, after re-ranking ``refine_factor * k``
+    compressed-distance candidates by their exact distances to the stored
+    training matrix).  Recall against exact search depends on the data, and
+    so does the best index: on embeddings of real images, whose variance
+    lies in a few directions, 4-bit PQ ranks neighbours well and the
+    probed cells limit the recall (``n_probe``); on data with noise spread
+    over every feature, the members of a cell are at almost equal
+    distances, PQ's coarse distances cannot rank them, and ``"sq8"`` or a
+    larger ``refine_factor`` is needed.  The ``knn`` command of
+    ``examples/scaling_benchmarks.py`` measures speed and recall on both
+    kinds.  The IVF cells (and PQ codebooks, 8-bit ranges) are trained by
+    faiss' k-means on ``40 * n_lists`` training samples (at least 624 with
+    PQ) drawn with ``random_state``.  A query
     whose probed cells hold fewer than the wanted neighbours is searched
     exactly.
 
@@ -298,11 +315,9 @@ class KNNScorer(BaseDetector):
         "index": [StrOptions({"auto", "flat", "ivf", "hnsw"})],
         "n_lists": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "n_probe": [Interval(numbers.Integral, 1, None, closed="left")],
-        "pq_subvectors": [
-            StrOptions({"auto"}),
-            Interval(numbers.Integral, 1, None, closed="left"),
-            None,
-        ],
+        "compression": [StrOptions({"auto", "pq", "sq8"}), None],
+        "pq_subvectors": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "refine_factor": [Interval(numbers.Integral, 1, None, closed="left")],
         "hnsw_m": [Interval(numbers.Integral, 2, None, closed="left")],
         "ef_search": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -319,7 +334,9 @@ class KNNScorer(BaseDetector):
         index: str = "auto",
         n_lists: str | int = "auto",
         n_probe: int = 16,
-        pq_subvectors: str | int | None = "auto",
+        compression: str | None = "auto",
+        pq_subvectors: str | int = "auto",
+        refine_factor: int = 32,
         hnsw_m: int = 32,
         ef_search: int = 64,
         batch_size: int = 4096,
@@ -334,7 +351,9 @@ class KNNScorer(BaseDetector):
         self.index = index
         self.n_lists = n_lists
         self.n_probe = n_probe
+        self.compression = compression
         self.pq_subvectors = pq_subvectors
+        self.refine_factor = refine_factor
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
         self.batch_size = batch_size
@@ -356,7 +375,9 @@ class KNNScorer(BaseDetector):
             kind = "ivf" if n_samples >= AUTO_IVF_MIN_SAMPLES else "flat"
         self.index_ = kind
         self.n_lists_ = self._resolve_n_lists(n_samples) if kind == "ivf" else None
-        self.pq_subvectors_ = self._resolve_pq(kind, n_samples, n_features)
+        self.compression_, self.pq_subvectors_ = self._resolve_compression(
+            kind, n_samples, n_features
+        )
         if self.device == "cuda" and _faiss_gpus() == 0:
             raise RuntimeError(
                 "device='cuda' was requested but the installed faiss sees no GPU (the "
@@ -373,34 +394,40 @@ class KNNScorer(BaseDetector):
         )
         return self._search_scores(self._fit_X, leave_self_out=True)
 
-    def _resolve_pq(self, kind: str, n_samples: int, n_features: int) -> int | None:
-        if self.pq_subvectors == "auto":
+    def _resolve_compression(
+        self, kind: str, n_samples: int, n_features: int
+    ) -> tuple[str | None, int | None]:
+        """``(compression_, pq_subvectors_)`` for an index of ``kind``."""
+        compression = self.compression
+        if compression == "auto":
             on_gpu = self.device != "cpu" and _faiss_gpus() > 0
             # 4-bit codes of 8-feature sub-vectors, on CPUs, where scanning full vectors
             # is bound by memory bandwidth (GPUs scan them fast: no compression there)
-            if kind != "ivf" or on_gpu or n_features % 8 or n_samples < 16:
-                return None
-            return n_features // 8
-        if self.pq_subvectors is None:
-            return None
-        pq = int(self.pq_subvectors)
+            auto_pq = kind == "ivf" and not on_gpu and n_features % 8 == 0 and n_samples >= 16
+            compression = "pq" if auto_pq or self.pq_subvectors != "auto" else None
+        if compression is None:
+            return None, None
         if kind != "ivf":
             raise ValueError(
-                "pq_subvectors compresses the vectors of an IVF index: it needs "
-                f"index='ivf' (or 'auto' from {AUTO_IVF_MIN_SAMPLES} samples on). "
+                f"compression={compression!r} compresses the vectors of an IVF index: it "
+                f"needs index='ivf' (or 'auto' from {AUTO_IVF_MIN_SAMPLES} samples on). "
                 f"Got index={self.index!r}, which built a {kind!r} index."
             )
+        if compression == "sq8":
+            return "sq8", None
         if n_samples < 16:
             raise ValueError(
-                "pq_subvectors needs at least 16 training samples (its 4-bit codes are "
+                "compression='pq' needs at least 16 training samples (its 4-bit codes are "
                 f"16 k-means centres per sub-vector); got {n_samples}."
             )
-        if n_features % pq:
+        pq = n_features // 8 if self.pq_subvectors == "auto" else int(self.pq_subvectors)
+        if pq == 0 or n_features % pq:
             raise ValueError(
-                f"pq_subvectors must divide the number of features ({n_features}). "
-                f"Got pq_subvectors={pq} instead."
+                f"pq_subvectors must divide the number of features ({n_features}); "
+                f"pq_subvectors={self.pq_subvectors!r} gives {pq} sub-vectors. Pass an int "
+                "that divides it, or compression='sq8'."
             )
-        return pq
+        return "pq", pq
 
     def _resolve_n_lists(self, n_samples: int) -> int:
         if self.n_lists == "auto":
@@ -456,30 +483,39 @@ class KNNScorer(BaseDetector):
         assert self.n_lists_ is not None
         quantizer = faiss.IndexFlat(d, self._faiss_metric)
         index: Any  # faiss' stubs type the IVF and PQ fields loosely
-        if self.pq_subvectors_ is None:
-            index = faiss.IndexIVFFlat(quantizer, d, self.n_lists_, self._faiss_metric)
-        else:
+        if self.compression_ == "pq":
             # 4-bit codes scanned with SIMD (faiss' "fast scan"): the fastest CPU scan
             index = faiss.IndexIVFPQFastScan(
                 quantizer, d, self.n_lists_, self.pq_subvectors_, 4, self._faiss_metric
             )
+        elif self.compression_ == "sq8":
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, d, self.n_lists_, faiss.ScalarQuantizer.QT_8bit, self._faiss_metric
+            )
+        else:
+            index = faiss.IndexIVFFlat(quantizer, d, self.n_lists_, self._faiss_metric)
         index.nprobe = min(self.n_probe, self.n_lists_)
         if rng is not None:  # fit: k-means of the cells (and PQ codebooks) on a sample
             n_train = _TRAIN_POINTS_PER_LIST * self.n_lists_
-            if self.pq_subvectors_ is not None:  # 16 centres per sub-vector
+            if self.compression_ == "pq":  # 16 centres per sub-vector
                 n_train = max(n_train, 16 * _MIN_POINTS_PER_CENTROID)
             n_train = min(self.n_samples_fit_, n_train)
             rows = np.sort(rng.choice(self.n_samples_fit_, n_train, replace=False))
             index.train(self._fit_X[rows])
             self._trained["centroids"] = quantizer.reconstruct_n(0, self.n_lists_)
-            if self.pq_subvectors_ is not None:
+            if self.compression_ == "pq":
                 self._trained["pq_codebook"] = faiss.vector_to_array(index.pq.centroids)
-        else:  # unpickled: the learned centres and codebooks, no retraining
+            elif self.compression_ == "sq8":  # the per-feature ranges of the 8-bit codes
+                self._trained["sq_ranges"] = faiss.vector_to_array(index.sq.trained)
+        else:  # unpickled: the learned centres, codebooks and ranges, no retraining
             quantizer.add(np.ascontiguousarray(self._trained["centroids"], dtype=np.float32))
-            if self.pq_subvectors_ is not None:
+            if self.compression_ == "pq":
                 codebook = np.ascontiguousarray(self._trained["pq_codebook"], dtype=np.float32)
                 faiss.copy_array_to_vector(codebook, index.pq.centroids)
                 index.precompute_table()
+            elif self.compression_ == "sq8":
+                ranges = np.ascontiguousarray(self._trained["sq_ranges"], dtype=np.float32)
+                faiss.copy_array_to_vector(ranges, index.sq.trained)
             index.is_trained = True
         index.add(self._fit_X)
         return index
@@ -569,8 +605,9 @@ class KNNScorer(BaseDetector):
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """faiss' similarities (squared L2 or inner products) and ids of the ``k``
         nearest training samples of each query, best first."""
-        if self.pq_subvectors_ is not None:
-            _, idx = self._index.search(queries, min(self.n_samples_fit_, k * _PQ_REFINE))
+        if self.compression_ is not None:
+            n_candidates = min(self.n_samples_fit_, k * self.refine_factor)
+            _, idx = self._index.search(queries, n_candidates)
             found = self._exact(queries, idx)
             found, idx = found[:, :k], idx[:, :k]
         else:
@@ -584,7 +621,7 @@ class KNNScorer(BaseDetector):
         return found, idx
 
     def _exact(self, queries: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Exact similarities of the candidates ``idx`` (PQ re-ranking); sorts ``idx`` in place.
+        """Exact similarities of the candidates ``idx`` (re-ranking); sorts ``idx`` in place.
 
         faiss computes them from the stored rows in place (``fvec_*_by_idx``), without
         gathering the candidates' vectors into a temporary array; ``-1`` ids (missing
