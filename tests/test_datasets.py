@@ -757,6 +757,20 @@ def test_make_local_defect_images(kind):
         make_local_defect_images(image_size=12)
 
 
+def test_make_local_defect_images_defect_scale_shrinks_the_defects():
+    from ssad.datasets import make_local_defect_images
+
+    _, _, full = make_local_defect_images(1, 40, image_size=96, random_state=0)
+    _, y, half = make_local_defect_images(1, 40, image_size=96, random_state=0, defect_scale=0.5)
+    assert y.tolist() == [0] + [1] * 40 and half[1:].any(axis=(1, 2)).all()
+    # the same defects at half the radius or length: a quarter of the area for discs,
+    # half for scratches (their width is kept)
+    ratio = half[1:].sum() / full[1:].sum()
+    assert 0.2 < ratio < 0.5
+    with pytest.raises(ValueError, match=r"'defect_scale' parameter .* in \(0, 2\]"):
+        make_local_defect_images(defect_scale=0)
+
+
 def test_load_dataset_synthetic_local_and_masks(tmp_path):
     from ssad.datasets import load_dataset
 
@@ -770,6 +784,13 @@ def test_load_dataset_synthetic_local_and_masks(tmp_path):
     np.testing.assert_array_equal(plain.X_test, texture.X_test)
     with pytest.raises(ValueError, match="synthetic-local:cloth"):
         load_dataset("synthetic-local:cloth")
+    small = load_dataset("synthetic-local:texture:0.5", read_size=32, random_state=3)
+    full = load_dataset("synthetic-local:texture", read_size=32, random_state=3)
+    assert 0 < small.masks_test.sum() < full.masks_test.sum()
+    assert "defect_scale=0.5" in small.split and "defect_scale" not in full.split
+    for bad in ("synthetic-local:texture:big", "synthetic-local:texture:3"):
+        with pytest.raises(ValueError, match="defect scale in \\(0, 2\\]"):
+            load_dataset(bad)
     assert load_dataset("digits").masks_test is None
     write_mvtec(tmp_path, "widget", grey=False)
     mvtec = load_dataset("mvtec:widget", tmp_path)

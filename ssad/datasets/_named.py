@@ -28,7 +28,7 @@ DATASETS = (
     "digits",
     "mvtec:<category>",
     "folder",
-    "synthetic-local:<texture|object>",
+    "synthetic-local:<texture|object>[:<defect_scale>]",
 )
 
 #: Images of the synthetic local-defect sets: training (normal), test normal, test defective.
@@ -65,15 +65,28 @@ def _split_xy(data: Bunch, random_state: int, name: str) -> Bunch:
     )
 
 
-def _synthetic_local(kind: str, read_size: int | None, random_state: int) -> Bunch:
-    if kind not in LOCAL_DEFECT_KINDS:
+def _synthetic_local(spec: str, read_size: int | None, random_state: int) -> Bunch:
+    kind, _, scale_text = spec.partition(":")
+    try:
+        defect_scale = float(scale_text) if scale_text else 1.0
+    except ValueError:
+        defect_scale = float("nan")
+    if kind not in LOCAL_DEFECT_KINDS or not 0 < defect_scale <= 2:
         raise ValueError(
-            f"Unknown dataset 'synthetic-local:{kind}'; the kinds are {list(LOCAL_DEFECT_KINDS)}."
+            f"Unknown dataset 'synthetic-local:{spec}'; expected 'synthetic-local:<kind>' or "
+            f"'synthetic-local:<kind>:<defect_scale>' with a kind in {list(LOCAL_DEFECT_KINDS)} "
+            "and a defect scale in (0, 2], e.g. 'synthetic-local:texture:0.5'."
         )
     n_train, n_good, n_defect = SYNTHETIC_LOCAL_SIZES
     X, y, masks = make_local_defect_images(
-        n_train + n_good, n_defect, kind=kind, image_size=read_size or 64, random_state=random_state
+        n_train + n_good,
+        n_defect,
+        kind=kind,
+        image_size=read_size or 64,
+        random_state=random_state,
+        defect_scale=defect_scale,
     )
+    scale_arg = f", defect_scale={defect_scale:g}" if scale_text else ""
     return Bunch(
         X_train=X[:n_train],
         y_train=y[:n_train],
@@ -81,7 +94,7 @@ def _synthetic_local(kind: str, read_size: int | None, random_state: int) -> Bun
         y_test=y[n_train:],
         masks_test=masks[n_train:],
         target_names=["good", "defect"],
-        split=f"make_local_defect_images(kind={kind!r}, random_state={random_state}): "
+        split=f"make_local_defect_images(kind={kind!r}, random_state={random_state}{scale_arg}): "
         f"{n_train} normal training images; {n_good} normal and {n_defect} defective test images",
     )
 
@@ -106,7 +119,8 @@ def load_dataset(
         ``synthetic-local:object`` (``synthetic-local`` alone: texture), images
         with small defects made by :func:`make_local_defect_images` (200
         normal training images; 100 normal and 100 defective test images of
-        64 pixels, or ``read_size``).
+        64 pixels, or ``read_size``); ``synthetic-local:texture:0.5`` passes
+        ``defect_scale=0.5`` (smaller defects).
     root : path-like, default=None
         Folder of the files; needed except for ``fashion-mnist`` (default
         ``/usr/share/datasets/fashion-mnist``), ``mnist-5k`` and ``digits``.

@@ -322,10 +322,12 @@ def _defect(
     image: np.ndarray,
     inside: np.ndarray | None,
     defect: str,
+    scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one small defect on ``image`` (H, W, C); returns the image and the defect's mask."""
+    """Draw one small defect on ``image`` (H, W, C), its extent multiplied by ``scale``;
+    returns the image and the defect's mask."""
     height, width = image.shape[:2]
-    side = min(height, width)
+    side = scale * min(height, width)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     if inside is not None:  # a centre on the object
         ys, xs = np.nonzero(inside)
@@ -369,6 +371,7 @@ def make_local_defect_images(
     n_channels: int = 3,
     random_state: int | np.random.RandomState | None = None,
     noise: float = 0.02,
+    defect_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate images with small local defects and the defects' masks (MVTec-like, offline).
 
@@ -388,8 +391,9 @@ def make_local_defect_images(
     surface is flat and darker or brighter),
     ``"scratch"`` (a thin darker or brighter line, 20-35 % of the side long,
     across the weave of a texture) and ``"speckle"`` (a cluster of darker and
-    brighter dots in a disc of radius 6-10 % of the side); a defect changes
-    the intensity by 0.2 to 0.35 (on the 0..1 scale).
+    brighter dots in a disc of radius 6-10 % of the side); ``defect_scale``
+    multiplies these extents (a scratch keeps its width).  A defect changes
+    the intensity by 0.25 to 0.35 (on the 0..1 scale).
 
     Parameters
     ----------
@@ -407,6 +411,9 @@ def make_local_defect_images(
         Seeds the generator; global random generators are never seeded.
     noise : float, default=0.02
         Standard deviation of the Gaussian pixel noise (0..1 intensity scale).
+    defect_scale : float, default=1.0
+        Factor on the extent of the defects (their radius or length), in
+        (0, 2]; 0.5 gives defects of about a quarter of the area.
 
     Returns
     -------
@@ -441,6 +448,11 @@ def make_local_defect_images(
             f"Got {kind!r} instead."
         )
     height, width, n_channels, noise = _check_common(image_size, n_channels, noise, func=func)
+    if not (isinstance(defect_scale, numbers.Real) and 0 < defect_scale <= 2):
+        raise ValueError(
+            f"The 'defect_scale' parameter of {func} must be a float in (0, 2]. "
+            f"Got {defect_scale!r} instead."
+        )
     if min(height, width) < 16:
         raise ValueError(
             f"The 'image_size' parameter of {func} must be an int >= 16 or a pair (height, "
@@ -456,7 +468,7 @@ def make_local_defect_images(
     for i in range(n_normal, n):
         defect = LOCAL_DEFECTS[rng.randint(len(LOCAL_DEFECTS))]
         on = None if inside is None else inside[i]
-        images[i], mask = _defect(rng, images[i], on, defect)
+        images[i], mask = _defect(rng, images[i], on, defect, float(defect_scale))
         masks[i] = mask
     X = _finish(images, rng, noise)
     y = np.repeat(np.array([0, 1], dtype=np.int64), [n_normal, n_anomalous])
