@@ -484,6 +484,7 @@ class KNNScorer(BaseDetector):
         quantizer = faiss.IndexFlat(d, self._faiss_metric)
         index: Any  # faiss' stubs type the IVF and PQ fields loosely
         if self.compression_ == "pq":
+            assert self.pq_subvectors_ is not None
             # 4-bit codes scanned with SIMD (faiss' "fast scan"): the fastest CPU scan
             index = faiss.IndexIVFPQFastScan(
                 quantizer, d, self.n_lists_, self.pq_subvectors_, 4, self._faiss_metric
