@@ -170,8 +170,8 @@ class PatchCoreDetector(ImageDetector):
       chunk (merge-and-reduce, see above), not in one pass, so that memory
       stays bounded; each reduction is a greedy k-center pass over the
       current memory bank and the next chunk.  ``fit`` then embeds the
-      training images a second time, for their scores against the final
-      memory bank (``offset_``).
+      training images of every chunk but the last a second time, for their
+      scores against the final memory bank (``offset_``).
     - ``offset_`` comes from ``score_samples`` of the training images, whose
       patches are compared with a memory bank drawn from them: with
       ``coreset_ratio=1`` every training image scores 0 and ``predict`` flags
@@ -356,6 +356,7 @@ class PatchCoreDetector(ImageDetector):
         # a chunk fills the pool beside the memory bank, and is never smaller than the bank:
         # each reduction then drops at least half of the patches it searches
         step = max(1, max(self.pool_size - target, target) // per_image)
+        step = -(-len(X) // -(-len(X) // step))  # chunks of even size, none larger than step
         chunks = self._chunks(len(X), step)
         bank: np.ndarray | None = None
         patches = np.empty((0, 0), dtype=np.float32)
@@ -384,9 +385,13 @@ class PatchCoreDetector(ImageDetector):
         )
         if len(bank) == self.n_patches_fit_:  # every training patch is its own neighbour
             return np.zeros(len(X))
-        if len(chunks) == 1:  # the features are at hand: the scores score_samples gives
-            return -self._image_scores(patches, len(X))
-        return self._score_samples(X)
+        # the last chunk's features are at hand; the earlier chunks are embedded again
+        scores = np.empty(len(X), dtype=np.float64)
+        tail = chunks[-1]
+        scores[tail] = -self._image_scores(patches, len(tail))
+        if len(chunks) > 1:
+            scores[: tail[0]] = self._score_samples(X.subset(np.arange(tail[0])))
+        return scores
 
     def _score_samples(self, X: ImageSet) -> np.ndarray:
         scores = np.empty(len(X), dtype=np.float64)
