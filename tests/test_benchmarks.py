@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -822,3 +823,21 @@ def test_synthetic_local_and_the_patchcore_preset(tmp_path: Path) -> None:
     )
     assert data.masks_test.shape == (10, 32, 32)
     assert result.estimator.splits[0].pixel_auroc is not None
+
+
+def test_documented_commands_name_registered_presets_and_estimators():
+    # every `--preset NAME` / `--estimator NAME` in the README and the docs must run
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *sorted((root / "docs").rglob("*.rst"))]
+    named = {"preset": set(), "estimator": set()}
+    for path in files:
+        for kind, name in re.findall(
+            r"--(preset|estimator)[ =]([a-z0-9][\w.+-]*)", path.read_text()
+        ):
+            named[kind].add((name, path.name))
+    assert named["preset"] and named["estimator"]
+    unknown = [f"--preset {n} ({f})" for n, f in named["preset"] if n not in available_presets()]
+    unknown += [
+        f"--estimator {n} ({f})" for n, f in named["estimator"] if n not in available_estimators()
+    ]
+    assert not unknown, unknown
