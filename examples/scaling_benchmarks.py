@@ -19,7 +19,10 @@ patches of ``--patchcore-n-train`` images, against a brute-force patch kNN
 (every training patch in the bank), at 1x and 4x that many training images:
 fit and score seconds, image AUROC, pixel AUROC, memory-bank rows and peak RSS.
 ``--patchcore-one-pass`` adds a coreset fit whose ``pool_size`` holds every
-training patch, so that ``fit`` embeds the training images once.
+training patch, so that ``fit`` embeds the training images once;
+``--patchcore-calibration N`` adds a coreset fit whose ``offset_`` comes from
+N training images drawn at random (``calibration_size``), which the last
+chunk of the fit holds, instead of from every training image.
 
 ``loading``: images/s of decoding and resizing a folder of JPEG files (written
 by the script) through the image adapter with 0, 1 and 2 DataLoader workers,
@@ -216,6 +219,9 @@ def run_patchcore(args):
         if args.patchcore_one_pass:  # the pool holds every training patch: one embedding pass
             pool = scale * n1 * grid[0] * grid[1]
             models.append(("coreset-one-pass", {"coreset_size": bank, "pool_size": pool}))
+        if args.patchcore_calibration:  # offset_ from a sample: no second embedding pass
+            calibration = {"coreset_size": bank, "calibration_size": args.patchcore_calibration}
+            models.append(("coreset-calibration", calibration))
         for name, params in models:
             det = PatchCoreDetector(**lite0, **params)
             with _PeakMemory() as memory:
@@ -226,6 +232,7 @@ def run_patchcore(args):
                 "model": name,
                 "n_train": scale * n1,
                 "n_patches_fit": int(det.n_patches_fit_),
+                "n_calibration": len(det.train_scores_),
                 "memory_bank_rows": int(det.memory_bank_.shape[0]),
                 "memory_bank_mb": det.memory_bank_.nbytes / 2**20,
                 "peak_rss_mb": memory.rss_mb,
@@ -343,6 +350,12 @@ def main():
         "--patchcore-one-pass",
         action="store_true",
         help="also a coreset fit whose pool_size holds every training patch (one embedding pass)",
+    )
+    parser.add_argument(
+        "--patchcore-calibration",
+        type=int,
+        metavar="N",
+        help="also a coreset fit whose offset_ comes from N training images (calibration_size)",
     )
     parser.add_argument("--n-images", type=int, default=512)
     parser.add_argument("--jpeg-size", type=int, default=256)

@@ -132,7 +132,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         Scores of the training samples that set ``offset_``: ``score_samples``
         of the training data, except where a detector documents otherwise
         (:class:`~ssad.KNNScorer` scores each training sample against the
-        others).
+        others; :class:`~ssad.PatchCoreDetector` with ``calibration_size``
+        scores a random sample of them).
     calibration_scores_ : ndarray of shape (n_calibration,), dtype float64
         The scores :meth:`p_values` ranks new scores among: ``train_scores_``
         after ``fit``; the scores of normal validation images after
@@ -192,7 +193,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         scores = self._fit(X, **fit_params)
         if scores is None:
             scores = self._score_samples(X)
-        scores = self._check_scores(scores, X)
+        scores = self._check_scores(scores, self._n_train_scores(len(X)))
         self.train_scores_ = scores
         self.calibration_scores_ = scores
         contamination = (
@@ -216,7 +217,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate_input(X, reset=False)
-        return self._check_scores(self._score_samples(X), X)
+        return self._check_scores(self._score_samples(X), len(X))
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Shifted score: ``score_samples(X) - offset_``; negative = outlier.
@@ -357,10 +358,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return np.column_stack([p, 1.0 - p])
 
     # -- helpers --------------------------------------------------------------
+    def _n_train_scores(self, n_train: int) -> int:
+        """How many training scores ``_fit`` returns: one per training sample by default."""
+        return n_train
+
     @staticmethod
-    def _check_scores(scores: Any, X: Any) -> np.ndarray:
+    def _check_scores(scores: Any, n: int) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        n = len(X)
         if scores.shape[0] != n:
             raise RuntimeError(f"Detector returned {scores.shape[0]} scores for {n} samples.")
         if not np.all(np.isfinite(scores)):

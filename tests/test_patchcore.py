@@ -139,6 +139,32 @@ def test_memory_bank_bounded_by_coreset_size(defects):
     np.testing.assert_allclose(large.train_scores_, large.score_samples(many), rtol=1e-5)
 
 
+@pytest.mark.parametrize("calibration_size", [3, 30, 200])
+def test_calibration_size_scores_a_sample_without_embedding_it_again(
+    defects, calibration_size, monkeypatch
+):
+    many = np.concatenate([defects[0]] * 4)  # 96 images, 16 patches each: 6 chunks of 16
+    kwargs = {**TINY, "coreset_size": 20, "pool_size": 300, "random_state": 0}
+    embedded = []
+    embed = PatchCoreDetector._embed
+
+    def counting(self, images, desc, fn=None):
+        embedded.append(len(images))
+        return embed(self, images, desc, fn)
+
+    monkeypatch.setattr(PatchCoreDetector, "_embed", counting)
+    det = PatchCoreDetector(**kwargs, calibration_size=calibration_size).fit(many)
+    n_fit = sum(embedded)
+    m = min(calibration_size, len(many))
+    idx = det.calibration_indices_
+    assert det.train_scores_.shape == idx.shape == (m,) and len(set(idx.tolist())) == m
+    np.testing.assert_allclose(det.train_scores_, det.score_samples(many[idx]), rtol=1e-5)
+    assert det.offset_ == pytest.approx(np.percentile(det.train_scores_, 10))
+    # the last chunk (16 images) is at hand: only calibration images beyond it are embedded again
+    assert n_fit == len(many) + max(0, m - 16)
+    assert det.memory_bank_.shape == (20, 240)
+
+
 def test_persistence(defects, tmp_path):
     X_train, X_test = defects[0], defects[1]
     det = PatchCoreDetector(**TINY, n_reweight_neighbors=2, random_state=0).fit(X_train)

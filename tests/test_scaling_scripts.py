@@ -38,6 +38,7 @@ def test_scaling_benchmarks_run_at_a_small_size(tmp_path, monkeypatch):
     argv = ["scaling_benchmarks.py", "all", "--no-real", "--ivf-flat", "--n-train", "3000"]
     argv += ["--n-queries", "50", "--n-images", "6", "--jpeg-size", "32", "--out", str(out)]
     argv += ["--patchcore-n-train", "3", "--patchcore-n-test", "2", "--patchcore-one-pass"]
+    argv += ["--patchcore-calibration", "2"]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setenv("SSAD_CACHE", str(tmp_path))  # the converted Lite0 weights
     _script("scaling_benchmarks.py")["main"]()
@@ -51,13 +52,15 @@ def test_scaling_benchmarks_run_at_a_small_size(tmp_path, monkeypatch):
     assert set(report["loading"]["images_per_s"]) == {"0", "1", "2"}
     assert set(report["loading"]["decode_only_images_per_s"]) == {"1", "2"}
     patchcore = {(row["model"], row["n_train"]): row for row in report["patchcore"]}
-    models = ("coreset", "brute", "coreset-one-pass")
+    models = ("coreset", "brute", "coreset-one-pass", "coreset-calibration")
     assert set(patchcore) == {(m, n) for m in models for n in (3, 12)}
     # The coreset bank keeps its size as the training set grows; brute force keeps every patch.
     assert (
         patchcore["coreset", 3]["memory_bank_rows"] == patchcore["coreset", 12]["memory_bank_rows"]
     )
     assert patchcore["brute", 12]["memory_bank_rows"] == patchcore["brute", 12]["n_patches_fit"]
+    assert patchcore["coreset-calibration", 12]["n_calibration"] == 2
+    assert patchcore["coreset", 12]["n_calibration"] == 12
     # A pool that holds every training patch gives a bank of the same size.
     assert (
         patchcore["coreset-one-pass", 12]["memory_bank_rows"]

@@ -104,6 +104,15 @@ class PatchCoreDetector(ImageDetector):
         searched at once.  Smaller pools use less memory and, on CPUs, make
         the coreset search faster (its data stay in cache); larger ones keep
         the paper's single greedy pass for larger training sets.
+    calibration_size : int or None, default=None
+        Training images whose scores against the final memory bank set
+        ``offset_`` (``train_scores_``).  ``None`` scores every training
+        image; when the training patches exceed ``pool_size``, ``fit`` then
+        embeds the images of every chunk but the last a second time.  An int
+        draws that many training images at random and reduces them last, so
+        that their patch features are still in memory when the memory bank is
+        final: up to one chunk of images (``pool_size`` patches, less the
+        bank) needs no second forward pass.
     batch_size : int, default=32
         Images per forward pass.
     image_size : int or (int, int), default=None
@@ -140,8 +149,11 @@ class PatchCoreDetector(ImageDetector):
         The resolved device.
     offset_ : float
         Threshold on ``score_samples``.
-    train_scores_ : ndarray of shape (n_train,)
-        ``score_samples`` of the training images, which set ``offset_``.
+    train_scores_ : ndarray of shape (n_calibration,)
+        ``score_samples`` of the training images that set ``offset_``: all of
+        them, or ``calibration_size`` drawn at random.
+    calibration_indices_ : ndarray of shape (n_calibration,), dtype int64
+        Positions in the training set of the images ``train_scores_`` scores.
 
     See Also
     --------
@@ -171,7 +183,10 @@ class PatchCoreDetector(ImageDetector):
       stays bounded; each reduction is a greedy k-center pass over the
       current memory bank and the next chunk.  ``fit`` then embeds the
       training images of every chunk but the last a second time, for their
-      scores against the final memory bank (``offset_``).
+      scores against the final memory bank (``offset_``), unless
+      ``calibration_size`` limits those scores to a random sample of images
+      that are reduced last (the paper and the reference code set no
+      threshold, so they have no such pass).
     - ``offset_`` comes from ``score_samples`` of the training images, whose
       patches are compared with a memory bank drawn from them: with
       ``coreset_ratio=1`` every training image scores 0 and ``predict`` flags
@@ -208,6 +223,7 @@ class PatchCoreDetector(ImageDetector):
         "projection_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "n_reweight_neighbors": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "pool_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "calibration_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -224,6 +240,7 @@ class PatchCoreDetector(ImageDetector):
         projection_dim: int | None = 128,
         n_reweight_neighbors: int | None = None,
         pool_size: int = 65536,
+        calibration_size: int | None = None,
         batch_size: int = 32,
         image_size: int | tuple[int, int] | None = None,
         contamination: str | float = "auto",
@@ -243,6 +260,7 @@ class PatchCoreDetector(ImageDetector):
         self.projection_dim = projection_dim
         self.n_reweight_neighbors = n_reweight_neighbors
         self.pool_size = pool_size
+        self.calibration_size = calibration_size
         self.batch_size = batch_size
         self.image_size = image_size
         self.contamination = contamination
@@ -349,19 +367,32 @@ class PatchCoreDetector(ImageDetector):
         self.n_features_ = int(shape[1])
         self.grid_shape_ = (int(shape[2]), int(shape[3]))
 
+    def _n_train_scores(self, n_train: int) -> int:
+        if self.calibration_size is None:
+            return n_train
+        return min(int(self.calibration_size), n_train)
+
     def _fit_scorer(self, X: ImageSet, rng: np.random.Generator) -> np.ndarray:
+        n = len(X)
         per_image = int(np.prod(self.grid_shape_))
-        self.n_patches_fit_ = len(X) * per_image
+        self.n_patches_fit_ = n * per_image
         target = self._coreset_target(self.n_patches_fit_)
+        # the calibration images come last, so that the last chunk holds as many of them as fit
+        n_calibration = self._n_train_scores(n)
+        order = np.arange(n)
+        if n_calibration < n:
+            chosen = np.sort(rng.choice(n, n_calibration, replace=False))
+            order = np.concatenate([rng.permutation(np.setdiff1d(order, chosen)), chosen])
+        self.calibration_indices_ = order[n - n_calibration :]
         # a chunk fills the pool beside the memory bank, and is never smaller than the bank:
         # each reduction then drops at least half of the patches it searches
         step = max(1, max(self.pool_size - target, target) // per_image)
-        step = -(-len(X) // -(-len(X) // step))  # chunks of even size, none larger than step
-        chunks = self._chunks(len(X), step)
+        step = -(-n // -(-n // step))  # chunks of even size, none larger than step
+        chunks = self._chunks(n, step)
         bank: np.ndarray | None = None
         patches = np.empty((0, 0), dtype=np.float32)
         for i, idx in enumerate(chunks):
-            patches = self._patches(X.subset(idx), "fit")
+            patches = self._patches(X.subset(order[idx]), "fit")
             pool = patches if bank is None else np.concatenate([bank, patches])
             last = i == len(chunks) - 1
             if len(pool) > target and (last or len(pool) + len(idx) * per_image > self.pool_size):
@@ -384,13 +415,15 @@ class PatchCoreDetector(ImageDetector):
             self.n_features_,
         )
         if len(bank) == self.n_patches_fit_:  # every training patch is its own neighbour
-            return np.zeros(len(X))
-        # the last chunk's features are at hand; the earlier chunks are embedded again
-        scores = np.empty(len(X), dtype=np.float64)
-        tail = chunks[-1]
-        scores[tail] = -self._image_scores(patches, len(tail))
-        if len(chunks) > 1:
-            scores[: tail[0]] = self._score_samples(X.subset(np.arange(tail[0])))
+            return np.zeros(n_calibration)
+        # the last chunk's features are at hand; earlier calibration images are embedded again
+        tail = len(chunks[-1])
+        at_hand = min(n_calibration, tail)
+        scores = np.empty(n_calibration, dtype=np.float64)
+        scores[n_calibration - at_hand :] = -self._image_scores(patches, tail)[tail - at_hand :]
+        if n_calibration > at_hand:
+            again = order[n - n_calibration : n - tail]
+            scores[: n_calibration - at_hand] = self._score_samples(X.subset(again))
         return scores
 
     def _score_samples(self, X: ImageSet) -> np.ndarray:
