@@ -40,7 +40,6 @@ Run:  python examples/scaling_benchmarks.py all --out scaling.json
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 
@@ -52,6 +51,7 @@ from PIL import Image
 from ssad import KNNScorer, PatchCoreDetector, TimmFeatures
 from ssad._images import check_images
 from ssad.backbones import efficientnet_lite0_checkpoint
+from ssad.benchmarks._env import _cpu_model
 from ssad.benchmarks._evaluate import _PeakMemory
 from ssad.datasets import make_local_defect_images
 from ssad.metrics import pixel_roc_auc_score
@@ -363,7 +363,7 @@ def main():
     if args.full:
         args.n_train, args.n_queries = 1_000_000, 10_000
     report = {
-        "machine": {"cpu": platform.processor(), "cores": os.cpu_count()},
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count()},
         "faiss": faiss.__version__,
         "faiss_threads": faiss.omp_get_max_threads(),
         "args": vars(args),
