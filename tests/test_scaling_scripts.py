@@ -69,12 +69,13 @@ def test_scaling_benchmarks_run_at_a_small_size(tmp_path, monkeypatch):
 
 
 def test_gpu_check_quality_runs_are_runner_commands(tmp_path):
-    from ssad.benchmarks import available_presets
+    from ssad.benchmarks import available_estimators, available_presets
     from ssad.benchmarks.__main__ import build_parser
 
     script = _script("gpu_check.py")
     for argv in script["QUALITY"]:
-        assert build_parser().parse_args(argv).preset in available_presets()
+        args = build_parser().parse_args(argv)
+        assert args.preset in available_presets() or args.estimator in available_estimators()
     tiny = [["--dataset", "digits", "--estimator", "knn-pixels", "--classes", "0"]] * 2
     done = script["quality_runs"](str(tmp_path), budget_s=0.0, runs=tiny)
     assert done[0]["status"] == 0 and done[1]["status"] == "skipped: budget spent"
