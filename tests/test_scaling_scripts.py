@@ -24,13 +24,36 @@ def test_gpu_check_stops_at_once_without_cuda(tmp_path):
 
 
 def test_gpu_check_stages_run_on_the_cpu_with_a_tiny_model(tmp_path):
-    out = tmp_path / "gpu.json"
-    report = _script("gpu_check.py")["main"](["--smoke", "--out", str(out)])
+    out, quality = tmp_path / "gpu.json", tmp_path / "reports"
+    argv = ["--smoke", "--out", str(out), "--quality", "--quality-out", str(quality)]
+    report = _script("gpu_check.py")["main"](argv)
     stages = report["stages"]
     assert set(stages) == {"dino_features", "transformaly_fit", "self_distill", "faiss"}
     assert stages["dino_features"]["images_per_s"] > 0
     assert stages["self_distill"]["n_steps"] >= 1
-    assert json.loads(out.read_text())["smoke"] is True
+    assert [run["status"] for run in report["quality"]] == [0]
+    assert list(quality.glob("digits_one-class_knn-pixels*.json"))
+    saved = json.loads(out.read_text())
+    assert saved["smoke"] is True and saved["complete"] is True and saved["n_errors"] == 0
+
+
+def test_gpu_check_records_a_failed_stage_and_goes_on(tmp_path):
+    script = _script("gpu_check.py")
+
+    def broken(cfg, device):
+        raise RuntimeError("CUDA out of memory")
+
+    seen = []
+
+    def after(cfg, device):  # the JSON on disk already holds the stages before this one
+        seen.append(json.loads((tmp_path / "gpu.json").read_text()))
+        return {"ok": True}
+
+    script["STAGES"][:] = [("broken", broken), ("after", after)]  # the list main() reads
+    report = script["main"](["--smoke", "--out", str(tmp_path / "gpu.json")])
+    assert report["stages"]["broken"] == {"error": "RuntimeError: CUDA out of memory"}
+    assert report["stages"]["after"] == {"ok": True} and report["n_errors"] == 1
+    assert seen[0]["complete"] is False and "broken" in seen[0]["stages"]
 
 
 def test_scaling_benchmarks_run_at_a_small_size(tmp_path, monkeypatch):
