@@ -40,17 +40,18 @@ for src in sorted((kit / 'fashion-mnist').glob('*.xz')):
 print('kit unpacked in', site, 'and', fmnist)" "$kit" "$site" "$fmnist" || exit 1
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-"$python" -c "import sys, faiss, mlxtend, sklearn, timm, torch
+"$python" -c "import sys, faiss, sklearn, timm, torch
 print('python', sys.version.split()[0], 'torch', torch.__version__, 'timm', timm.__version__,
       'sklearn', sklearn.__version__, 'cuda', torch.cuda.is_available())
 print('faiss', faiss.__version__, 'from', faiss.__file__)" || exit 1
 
 left=$((seconds - (SECONDS - start)))
+quality=$(mktemp -d)  # the reports are packed into one file: OUT_DIR may bring back few
 timeout -s INT -k 20 "$left" "$python" examples/gpu_check.py --out "$out/gpu_check.json" \
-    --quality --quality-budget $((left / 2)) --quality-out /tmp/ssad-quality ${GPU_CHECK_ARGS:-}
+    --quality --quality-budget $((left / 2)) --quality-out "$quality" ${GPU_CHECK_ARGS:-}
 status=$?
-[ -d /tmp/ssad-quality ] && "$python" -c "import sys, tarfile
+"$python" -c "import sys, tarfile
 with tarfile.open(sys.argv[1], 'w:gz') as tar:
-    tar.add(sys.argv[2], arcname='quality')" "$out/quality.tar.gz" /tmp/ssad-quality
+    tar.add(sys.argv[2], arcname='quality')" "$out/quality.tar.gz" "$quality"
 echo "gpu_check exit status $status after $((SECONDS - start)) s"
 exit "$status"

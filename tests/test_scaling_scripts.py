@@ -1,8 +1,13 @@
 """The scaling scripts of examples/ run, and the GPU check stops at once without CUDA."""
 
 import json
+import lzma
+import os
 import runpy
+import shutil
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -54,6 +59,40 @@ def test_gpu_check_records_a_failed_stage_and_goes_on(tmp_path):
     assert report["stages"]["broken"] == {"error": "RuntimeError: CUDA out of memory"}
     assert report["stages"]["after"] == {"ok": True} and report["n_errors"] == 1
     assert seen[0]["complete"] is False and "broken" in seen[0]["stages"]
+
+
+@pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils' timeout")
+def test_gpu_device_script_unpacks_its_kit_and_runs_the_check(tmp_path):
+    kit = tmp_path / "kit"
+    (kit / "fashion-mnist").mkdir(parents=True)
+    probe = tmp_path / "kit_probe.py"
+    probe.write_text("FROM_THE_KIT = True\n")
+    with tarfile.open(kit / "site.tar.xz", "w:xz") as tar:
+        tar.add(probe, arcname="kit_probe.py")
+    with lzma.open(kit / "fashion-mnist" / "train-labels-idx1-ubyte.xz", "wb") as f:
+        f.write(b"idx bytes")
+    out, site, fmnist = tmp_path / "out", tmp_path / "site", tmp_path / "fmnist"
+    env = {
+        **os.environ,
+        "GPU_KIT": str(kit),
+        "GPU_KIT_SITE": str(site),
+        "FASHION_MNIST": str(fmnist),
+        "PYTHON": sys.executable,
+        "GPU_CHECK_ARGS": "--smoke",
+    }
+    script = EXAMPLES / "gpu_device.sh"
+    done = subprocess.run(
+        ["bash", str(script), str(out), "240"], cwd=EXAMPLES.parent, env=env, timeout=300
+    )
+    assert done.returncode == 0, (out / "log.txt").read_text()
+    assert (site / "kit_probe.py").exists()
+    assert (fmnist / "train-labels-idx1-ubyte").read_bytes() == b"idx bytes"
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["complete"] is True and report["n_errors"] == 0
+    with tarfile.open(out / "quality.tar.gz") as tar:
+        names = tar.getnames()
+    assert any(n.startswith("quality/digits_one-class_knn-pixels") for n in names)
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "log.txt", "quality.tar.gz"]
 
 
 def test_scaling_benchmarks_run_at_a_small_size(tmp_path, monkeypatch):
