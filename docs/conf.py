@@ -171,7 +171,36 @@ def _skip_metadata_requests(app, what, name, obj, skip, options):  # noqa: ANN00
     return None
 
 
+def _rst_text(text: str) -> str:
+    """Plain text for a reStructuredText cell (markup characters escaped)."""
+    for char in "\\*`|_":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _write_benchmark_tables(app):  # noqa: ANN001, ANN202
+    """The runner's presets and estimators as tables, from their registries (never stale).
+
+    Written to ``generated/benchmark_<what>.inc`` (a suffix Sphinx does not read
+    as a page), which the benchmarks guide includes.
+    """
+    from ssad.benchmarks import available_estimators, available_presets
+
+    out = Path(app.srcdir) / "generated"
+    out.mkdir(exist_ok=True)
+    for what, header, names in (
+        ("presets", "What it runs", available_presets()),
+        ("estimators", "Estimator", available_estimators()),
+    ):
+        lines = [".. list-table::", "   :header-rows: 1", "   :widths: 30 70", ""]
+        lines += ["   * - Name", f"     - {header}"]
+        for name, text in names.items():
+            lines += [f"   * - ``{name}``", f"     - {_rst_text(text)}"]
+        (out / f"benchmark_{what}.inc").write_text("\n".join(lines) + "\n")
+
+
 def setup(app):  # noqa: ANN001, ANN201
+    app.connect("builder-inited", _write_benchmark_tables)
     app.connect("autodoc-skip-member", _skip_metadata_requests)
     app.connect("missing-reference", _resolve_reexports)
     app.connect("env-check-consistency", _check_api_coverage)

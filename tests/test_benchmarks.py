@@ -117,6 +117,7 @@ def test_contaminated_splits_ratio(labels: tuple[np.ndarray, np.ndarray], ratio:
         assert abs(n_other / s.n_train - ratio) <= 1.0 / s.n_train  # the share, within rounding
         assert len(np.unique(s.train_idx)) == s.n_train  # drawn without replacement
         np.testing.assert_array_equal(s.is_anomaly, y_test != c)
+        np.testing.assert_array_equal(s.train_is_anomaly, ~own)  # kept for the candidate recall
 
 
 def test_contaminated_splits_reproducible(labels: tuple[np.ndarray, np.ndarray]) -> None:
@@ -614,6 +615,48 @@ def test_runner_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
             main([*argv, "--out", str(tmp_path)])
         assert exc.value.code == 2
     assert "--root" in capsys.readouterr().err
+
+
+def test_max_train_keeps_the_contamination_mask_aligned() -> None:
+    from ssad.benchmarks._runner import _cap_training
+
+    y = np.repeat(np.arange(4), 50)
+    (split,) = contaminated_splits(y, y, 0.2, classes=[1], random_state=0)
+    _cap_training([split], y, 30, seed=0)
+    assert split.n_train == 30 and split.train_is_anomaly.shape == (30,)
+    np.testing.assert_array_equal(split.train_is_anomaly, y[split.train_idx] != 1)
+    assert split.n_train_anomalies == split.train_is_anomaly.sum() == 6
+
+
+class _GuessesItsAnomalies(BaseEstimator):
+    """Scores by the first pixel; flags the training images whose first pixel is 255."""
+
+    def fit(self, X: np.ndarray, y: None = None) -> _GuessesItsAnomalies:
+        self.abnormal_candidates_ = X[:, 0, 0] == 255
+        self.loss_curve_ = [2.0, 1.0]
+        self.teacher_entropy_curve_ = [6.5, 0.75]
+        return self
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        return -X[:, 0, 0].astype(float)
+
+
+def test_what_the_abnormal_candidates_caught_is_measured() -> None:
+    y = np.repeat([0, 1], 30)
+    X = np.zeros((60, 4, 4), np.uint8)
+    X[30:, 0, 0] = 255  # class 1, the contamination of class 0's split, is marked
+    X[30:40, 0, 0] = 0  # ... except 10 of its images, which the detector misses
+    (split,) = contaminated_splits(y, y, 0.25, classes=[0], random_state=0)
+    n_marked = int((X[split.train_idx, 0, 0] == 255).sum())
+    res = evaluate(_GuessesItsAnomalies(), [split], X, X, baselines=None, random_state=0)
+    record = res.to_dict()["estimator"]["splits"][0]["training"]
+    assert record["candidate_recall"] == pytest.approx(n_marked / split.n_train_anomalies)
+    assert record["candidate_share"] == pytest.approx(n_marked / split.n_train)
+    text = res.to_markdown()
+    assert "anomalies caught by its abnormal candidates % (chance)" in text
+    recall, share = 100 * record["candidate_recall"], 100 * record["candidate_share"]
+    assert f"| 2, 1 | - | 6.5, 0.75 | {recall:.0f} ({share:.0f}) |" in text
+    validate_report(res.to_dict())
 
 
 def test_max_train_caps_each_split_stratified(tmp_path: Path) -> None:

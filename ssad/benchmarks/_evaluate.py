@@ -235,8 +235,23 @@ TRAINING_ATTRIBUTES = tuple(
 )
 
 
-def _training_record(fitted: Any) -> dict[str, Any] | None:
+def _training_record(fitted: Any, train_is_anomaly: np.ndarray | None) -> dict[str, Any] | None:
+    """The fitted model's training attributes, and what its abnormal candidates caught.
+
+    A model with ``abnormal_candidates_`` (its own guess of the anomalies in
+    its training set, e.g. :class:`~ssad.ConvexMILDetector`), fitted on a
+    split whose contamination is known, also gets ``candidate_recall`` (the
+    share of the contaminating images among its candidates) and
+    ``candidate_share`` (the share of all training images among them: what
+    candidates drawn at random would catch).
+    """
     record = {a[:-1]: getattr(fitted, a) for a in TRAINING_ATTRIBUTES if hasattr(fitted, a)}
+    flagged = getattr(fitted, "abnormal_candidates_", None)
+    if flagged is not None and train_is_anomaly is not None:
+        flagged = np.asarray(flagged, dtype=bool)
+        if flagged.shape == train_is_anomaly.shape and flagged.any() and train_is_anomaly.any():
+            record["candidate_recall"] = float(flagged[train_is_anomaly].mean())
+            record["candidate_share"] = float(flagged.mean())
     return json_safe(record) or None
 
 
@@ -445,20 +460,51 @@ class EvaluationResult:
             )
         for name, reason in self.skipped_baselines.items():
             lines.append(f"- baseline {name} not run: {reason}")
-        trained = [(m, r) for m in models for r in m.splits if (r.training or {}).get("loss_curve")]
-        head = "| model | split | epochs | best epoch | loss: first, last | val. loss: best, last"
-        lines += ["", head, "|---|---|---:|---:|---|---|"] if trained else []
-        for m, r in trained:
-            t = r.training or {}
-            loss, val = t["loss_curve"], t.get("validation_curve") or []
-            best = t.get("best_epoch", -1)
-            val_text = f"{min(val):.4g}, {val[-1]:.4g}" if val else "-"
-            lines.append(
-                f"| {m.name} | {r.name} | {t.get('n_epochs', len(loss))} | "
-                f"{best + 1 if best is not None and best >= 0 else '-'} | "
-                f"{loss[0]:.4g}, {loss[-1]:.4g} | {val_text} |"
-            )
+        lines += _training_table(models)
         return "\n".join(lines).rstrip() + "\n"
+
+
+def _first_last(curve: Sequence[float] | None) -> str:
+    return f"{curve[0]:.4g}, {curve[-1]:.4g}" if curve else "-"
+
+
+def _candidates(t: Mapping[str, Any]) -> str:
+    if "candidate_recall" not in t:
+        return "-"
+    return f"{100 * t['candidate_recall']:.0f} ({100 * t['candidate_share']:.0f})"
+
+
+#: Optional columns of the training table: (header, text of a training record, shown if).
+_TRAINING_COLUMNS: tuple[tuple[str, Callable[[Mapping[str, Any]], str], str], ...] = (
+    (
+        "teacher entropy: first, last",
+        lambda t: _first_last(t.get("teacher_entropy_curve")),
+        "teacher_entropy_curve",
+    ),
+    ("anomalies caught by its abnormal candidates % (chance)", _candidates, "candidate_recall"),
+)
+
+
+def _training_table(models: Sequence[ModelResult]) -> list[str]:
+    """Markdown lines of the training record: length, curves, what the candidates caught."""
+    trained = [(m, r) for m in models for r in m.splits if (r.training or {}).get("loss_curve")]
+    if not trained:
+        return []
+    extra = [c for c in _TRAINING_COLUMNS if any(c[2] in (r.training or {}) for _, r in trained)]
+    head = "| model | split | epochs | best epoch | loss: first, last | val. loss: best, last |"
+    lines = ["", head + "".join(f" {c[0]} |" for c in extra)]
+    lines.append("|---|---|---:|---:|---|---|" + "---|" * len(extra))
+    for m, r in trained:
+        t = r.training or {}
+        loss, val = t["loss_curve"], t.get("validation_curve") or []
+        best = t.get("best_epoch", -1)
+        val_text = f"{min(val):.4g}, {val[-1]:.4g}" if val else "-"
+        lines.append(
+            f"| {m.name} | {r.name} | {t.get('n_epochs', len(loss))} | "
+            f"{best + 1 if best is not None and best >= 0 else '-'} | "
+            f"{_first_last(loss)} | {val_text} |" + "".join(f" {c[1](t)} |" for c in extra)
+        )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -838,7 +884,7 @@ def evaluate(
                 measures = (*n, auroc, ap, fit_s, score_s, mem.rss_mb, mem.cuda_mb, mem.before_mb)
                 res = SplitResult(split.name, *measures, ctx.is_anomaly, scores, sens)
                 res.pixel_auroc, res.pro = ctx.pixel_metrics()
-                res.training = _training_record(ctx.last)
+                res.training = _training_record(ctx.last, split.train_is_anomaly)
                 result.splits.append(res)
                 logger.info("%s | %s: AUROC %.4f, fit %.1f s", split.name, row.name, auroc, fit_s)
                 bar.set_postfix(auroc=f"{auroc:.3f}")

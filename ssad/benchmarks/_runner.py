@@ -78,12 +78,15 @@ def _cap_training(splits: list[Split], y_train: np.ndarray, n_max: int | None, s
     if n_max is None:
         return
     for split in splits:  # Split is frozen: its fields are replaced in place
-        keep = split.train_idx[_subsample(y_train[split.train_idx], n_max, seed)]
-        if keep.shape[0] == split.n_train:
+        kept = _subsample(y_train[split.train_idx], n_max, seed)
+        if kept.shape[0] == split.n_train:
             continue
+        keep = split.train_idx[kept]
         n_anom = split.n_train_anomalies
         if split.normal_classes:
             n_anom = int(np.count_nonzero(~np.isin(y_train[keep], split.normal_classes)))
+        if split.train_is_anomaly is not None:
+            object.__setattr__(split, "train_is_anomaly", split.train_is_anomaly[kept])
         object.__setattr__(split, "train_idx", keep)
         object.__setattr__(split, "n_train_anomalies", n_anom)
 

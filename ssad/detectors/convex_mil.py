@@ -264,8 +264,10 @@ class ConvexMILDetector(ImageDetector):
       from leave-one-out training scores (each training image against the
       others), so ``predict`` flags about ``contamination`` of new normal
       images.
-    - **Defaults** of K, C, ``lambda_mean``, ``lambda_rot`` and
-      ``batch_size`` are this implementation's choices.
+    - **Defaults** of K, C, ``lambda_mean``, ``lambda_rot``, ``batch_size``
+      and the temperature of ``L_mean`` (eq. 7's tau, 0.25 as in MSAD) are
+      this implementation's choices; eq. 6 as printed has no temperature
+      (``convex_temperature=1.0``).
     - **Rotation-only variant** (the benchmarks' ``rotation-only`` ablation):
       ``use_convex=False, lambda_mean=0, lambda_rot=1``: the encoder learns
       only to predict the rotation of augmented views, and scores with the
