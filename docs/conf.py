@@ -175,7 +175,7 @@ def _rst_text(text: str) -> str:
     """Plain text for a reStructuredText cell (markup characters escaped)."""
     for char in "\\*`|_":
         text = text.replace(char, "\\" + char)
-    return text
+    return " ".join(text.split())  # one line: a list-table cell
 
 
 def _write_benchmark_tables(app):  # noqa: ANN001, ANN202
@@ -196,7 +196,9 @@ def _write_benchmark_tables(app):  # noqa: ANN001, ANN202
         lines += ["   * - Name", f"     - {header}"]
         for name, text in names.items():
             lines += [f"   * - ``{name}``", f"     - {_rst_text(text)}"]
-        (out / f"benchmark_{what}.inc").write_text("\n".join(lines) + "\n")
+        path, text = out / f"benchmark_{what}.inc", "\n".join(lines) + "\n"
+        if not path.exists() or path.read_text() != text:  # else the page is not re-read
+            path.write_text(text)
 
 
 def setup(app):  # noqa: ANN001, ANN201

@@ -39,6 +39,7 @@ Run:  nox -s gpu    (or: python examples/gpu_check.py --out gpu-results/gpu_chec
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -244,8 +245,10 @@ QUALITY_SMOKE = [["--dataset", "digits", "--estimator", "knn-pixels", "--classes
 def quality_runs(out_dir, budget_s, runs=QUALITY, done=None, on_run=None):
     """Run each benchmark of ``runs`` (while the budget lasts); their status and time.
 
-    Each run's entry is appended to ``done`` (a new list by default) as soon as
-    the run ends, and ``on_run()`` is then called (the script writes its JSON).
+    Each run's entry is appended to ``done`` (a new list by default) with the
+    status ``"running"`` before it starts and completed when it ends;
+    ``on_run()`` is called at both moments (the script writes its JSON), so
+    a run killed from outside is on record as such.
     """
     from ssad.benchmarks.__main__ import main as benchmark
 
@@ -255,14 +258,20 @@ def quality_runs(out_dir, budget_s, runs=QUALITY, done=None, on_run=None):
         if i and time.perf_counter() - start > budget_s:  # the first always runs
             done.append({"argv": argv, "status": SKIPPED})
             continue
+        entry = {"argv": argv, "status": "running"}
+        done.append(entry)
+        if on_run is not None:
+            on_run()
         t = time.perf_counter()
         try:
             status = benchmark([*argv, "--out", out_dir, "--overwrite", "--quiet"])
+        except SystemExit as exc:  # the runner's own error exits (missing data, bad report)
+            status = f"error: exit {exc.code}"
         except Exception as exc:  # the next run may still work
             traceback.print_exc()
             status = f"error: {type(exc).__name__}: {exc}"
-        done.append({"argv": argv, "status": status, "seconds": time.perf_counter() - t})
-        print("quality", json.dumps(done[-1]), flush=True)
+        entry.update(status=status, seconds=time.perf_counter() - t)
+        print("quality", json.dumps(entry), flush=True)
         if on_run is not None:
             on_run()
     return done
@@ -321,7 +330,8 @@ def main(argv=None):
         except Exception as exc:  # a lease is one shot: a failed stage must not cost the rest
             traceback.print_exc()
             result = {"error": f"{type(exc).__name__}: {exc}"}
-            if device.type == "cuda":
+        if device.type == "cuda":
+            with contextlib.suppress(Exception):  # after a sticky CUDA error this raises too
                 torch.cuda.empty_cache()
         report["stages"][name] = result
         print(name, json.dumps(result), flush=True)

@@ -79,6 +79,7 @@ def test_gpu_device_script_unpacks_its_kit_and_runs_the_check(tmp_path):
         "FASHION_MNIST": str(fmnist),
         "PYTHON": sys.executable,
         "GPU_CHECK_ARGS": "--smoke",
+        "GPU_KIT_MODULES": "kit_probe faiss",  # must import, from the kit or the environment
     }
     script = EXAMPLES / "gpu_device.sh"
     done = subprocess.run(
@@ -141,4 +142,12 @@ def test_gpu_check_quality_runs_are_runner_commands(tmp_path):
     tiny = [["--dataset", "digits", "--estimator", "knn-pixels", "--classes", "0"]] * 2
     done = script["quality_runs"](str(tmp_path), budget_s=0.0, runs=tiny)
     assert done[0]["status"] == 0 and done[1]["status"] == "skipped: budget spent"
+    # a run the runner refuses (its error exit) is recorded, and the next one runs
+    bad = [["--dataset", "no-such-set", "--estimator", "knn-pixels"], tiny[0]]
+    done, seen = [], []
+    script["quality_runs"](
+        str(tmp_path), 1e9, bad, done=done, on_run=lambda: seen.append(done[-1]["status"])
+    )
+    assert done[0]["status"] == "error: exit 2" and done[1]["status"] == 0
+    assert seen == ["running", "error: exit 2", "running", 0]  # on record before each run ends
     assert list(tmp_path.glob("digits_one-class_knn-pixels*.json"))
