@@ -31,13 +31,7 @@ from ssad.benchmarks._evaluate import (
     evaluate,
     json_safe,
 )
-from ssad.benchmarks._presets import (
-    Preset,
-    Variant,
-    available_presets,
-    get_preset,
-    register_preset,
-)
+from ssad.benchmarks._presets import Preset, Variant, available_presets, get_preset, register_preset
 from ssad.benchmarks._protocols import (
     Split,
     contaminated_splits,
@@ -51,12 +45,7 @@ from ssad.benchmarks._registry import (
     make_estimator,
     register_estimator,
 )
-from ssad.benchmarks._runner import (
-    report_stem,
-    run_benchmark,
-    run_preset,
-    write_report,
-)
+from ssad.benchmarks._runner import report_stem, run_benchmark, run_preset, write_report
 from ssad.benchmarks._schema import load_schema, validate_report
 
 # moved to ssad.model_selection; importable from here as before

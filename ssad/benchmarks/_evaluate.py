@@ -236,22 +236,14 @@ TRAINING_ATTRIBUTES = tuple(
 
 
 def _training_record(fitted: Any, train_is_anomaly: np.ndarray | None) -> dict[str, Any] | None:
-    """The fitted model's training attributes, and what its abnormal candidates caught.
-
-    A model with ``abnormal_candidates_`` (its own guess of the anomalies in
-    its training set, e.g. :class:`~ssad.ConvexMILDetector`), fitted on a
-    split whose contamination is known, also gets ``candidate_recall`` (the
-    share of the contaminating images among its candidates) and
-    ``candidate_share`` (the share of all training images among them: what
-    candidates drawn at random would catch).
-    """
+    """Training attributes; with ``abnormal_candidates_`` and a known contamination, the
+    share of the anomalies among the candidates and the share a random guess would catch."""
     record = {a[:-1]: getattr(fitted, a) for a in TRAINING_ATTRIBUTES if hasattr(fitted, a)}
-    flagged = getattr(fitted, "abnormal_candidates_", None)
-    if flagged is not None and train_is_anomaly is not None:
-        flagged = np.asarray(flagged, dtype=bool)
-        if flagged.shape == train_is_anomaly.shape and flagged.any() and train_is_anomaly.any():
-            record["candidate_recall"] = float(flagged[train_is_anomaly].mean())
-            record["candidate_share"] = float(flagged.mean())
+    flagged = np.asarray(getattr(fitted, "abnormal_candidates_", []), dtype=bool)
+    truth = np.zeros(0, bool) if train_is_anomaly is None else train_is_anomaly
+    if flagged.shape == truth.shape and flagged.any() and truth.any():
+        record["candidate_recall"] = float(flagged[truth].mean())
+        record["candidate_share"] = float(flagged.mean())
     return json_safe(record) or None
 
 
@@ -464,47 +456,22 @@ class EvaluationResult:
         return "\n".join(lines).rstrip() + "\n"
 
 
-def _first_last(curve: Sequence[float] | None) -> str:
-    return f"{curve[0]:.4g}, {curve[-1]:.4g}" if curve else "-"
-
-
-def _candidates(t: Mapping[str, Any]) -> str:
-    if "candidate_recall" not in t:
-        return "-"
-    return f"{100 * t['candidate_recall']:.0f} ({100 * t['candidate_share']:.0f})"
-
-
-#: Optional columns of the training table: (header, text of a training record, shown if).
-_TRAINING_COLUMNS: tuple[tuple[str, Callable[[Mapping[str, Any]], str], str], ...] = (
-    (
-        "teacher entropy: first, last",
-        lambda t: _first_last(t.get("teacher_entropy_curve")),
-        "teacher_entropy_curve",
-    ),
-    ("anomalies caught by its abnormal candidates % (chance)", _candidates, "candidate_recall"),
-)
-
-
 def _training_table(models: Sequence[ModelResult]) -> list[str]:
-    """Markdown lines of the training record: length, curves, what the candidates caught."""
-    trained = [(m, r) for m in models for r in m.splits if (r.training or {}).get("loss_curve")]
-    if not trained:
-        return []
-    extra = [c for c in _TRAINING_COLUMNS if any(c[2] in (r.training or {}) for _, r in trained)]
+    """Markdown lines of the training records: length, losses, what the candidates caught."""
+    trained = [(m, r.name, r.training or {}) for m in models for r in m.splits]
+    trained = [(m, name, t) for m, name, t in trained if t.get("loss_curve")]
+    caught = any("candidate_recall" in t for *_, t in trained)
     head = "| model | split | epochs | best epoch | loss: first, last | val. loss: best, last |"
-    lines = ["", head + "".join(f" {c[0]} |" for c in extra)]
-    lines.append("|---|---|---:|---:|---|---|" + "---|" * len(extra))
-    for m, r in trained:
-        t = r.training or {}
-        loss, val = t["loss_curve"], t.get("validation_curve") or []
-        best = t.get("best_epoch", -1)
-        val_text = f"{min(val):.4g}, {val[-1]:.4g}" if val else "-"
-        lines.append(
-            f"| {m.name} | {r.name} | {t.get('n_epochs', len(loss))} | "
-            f"{best + 1 if best is not None and best >= 0 else '-'} | "
-            f"{_first_last(loss)} | {val_text} |" + "".join(f" {c[1](t)} |" for c in extra)
-        )
-    return lines
+    head += " anomalies caught by its abnormal candidates % (chance) |" * caught
+    lines = ["", head, "|---|---|---:|---:|---|---|" + "---|" * caught]
+    for m, name, t in trained:
+        loss, val, best = t["loss_curve"], t.get("validation_curve"), t.get("best_epoch", -1)
+        row = f"| {m.name} | {name} | {t.get('n_epochs', len(loss))} | "
+        row += f"{best + 1 if best is not None and best >= 0 else '-'} | {loss[0]:.4g}, "
+        row += f"{loss[-1]:.4g} | " + (f"{min(val):.4g}, {val[-1]:.4g} |" if val else "- |")
+        recall, share = 100 * t.get("candidate_recall", -1), 100 * t.get("candidate_share", -1)
+        lines.append(row + (f" {recall:.0f} ({share:.0f}) |" if recall >= 0 else " - |") * caught)
+    return lines if trained else []
 
 
 @dataclass(frozen=True)

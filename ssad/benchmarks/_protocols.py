@@ -38,14 +38,9 @@ class Split:
         of AUROC and average precision).
     normal_classes : tuple of int, default=()
         The labels treated as normal (empty for :func:`dataset_vs_dataset`).
-    n_train_anomalies : int, default=0
-        How many images of ``train_idx`` are not of ``normal_classes`` (the
-        unlabeled contamination of :func:`contaminated_splits`).
     train_is_anomaly : ndarray of shape (n_fit,), dtype bool, default=None
-        Which images of ``train_idx`` are that contamination (never shown to
-        the models; the benchmark measures with it what a detector's own
-        guess of the anomalies in its training set caught).  None where the
-        protocol has none.
+        Which images of ``train_idx`` are not of ``normal_classes`` (the unlabeled
+        contamination of :func:`contaminated_splits`); None without any.
 
     Examples
     --------
@@ -61,8 +56,12 @@ class Split:
     test_idx: np.ndarray = field(repr=False)
     is_anomaly: np.ndarray = field(repr=False)
     normal_classes: tuple[int, ...] = ()
-    n_train_anomalies: int = 0
     train_is_anomaly: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n_train_anomalies(self) -> int:
+        """Number of training images of the split that are anomalies (contamination)."""
+        return 0 if self.train_is_anomaly is None else int(np.count_nonzero(self.train_is_anomaly))
 
     @property
     def n_train(self) -> int:
@@ -315,10 +314,7 @@ def contaminated_splits(
         rng = np.random.default_rng([base_seed, c])
         extra = rng.choice(others, size=n_extra, replace=False)
         train_idx = np.sort(np.concatenate([own, extra])).astype(np.int64)
-        train_is_anomaly = y_train[train_idx] != c
-        yield _checked(
-            Split(name, train_idx, test_idx, y_test != c, (c,), n_extra, train_is_anomaly)
-        )
+        yield _checked(Split(name, train_idx, test_idx, y_test != c, (c,), y_train[train_idx] != c))
 
 
 def dataset_vs_dataset(

@@ -75,20 +75,11 @@ def _subsample(y: np.ndarray, n_max: int | None, random_state: int) -> np.ndarra
 
 def _cap_training(splits: list[Split], y_train: np.ndarray, n_max: int | None, seed: int) -> None:
     """At most ``n_max`` training images per split, stratified by class (keeps contamination)."""
-    if n_max is None:
-        return
     for split in splits:  # Split is frozen: its fields are replaced in place
         kept = _subsample(y_train[split.train_idx], n_max, seed)
-        if kept.shape[0] == split.n_train:
-            continue
-        keep = split.train_idx[kept]
-        n_anom = split.n_train_anomalies
-        if split.normal_classes:
-            n_anom = int(np.count_nonzero(~np.isin(y_train[keep], split.normal_classes)))
+        object.__setattr__(split, "train_idx", split.train_idx[kept])
         if split.train_is_anomaly is not None:
             object.__setattr__(split, "train_is_anomaly", split.train_is_anomaly[kept])
-        object.__setattr__(split, "train_idx", keep)
-        object.__setattr__(split, "n_train_anomalies", n_anom)
 
 
 def _match_images(X: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
