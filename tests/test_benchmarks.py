@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -42,7 +43,7 @@ from ssad.datasets import make_anomaly_images, make_shape_images
 from ssad.detectors import TransformalyDetector
 from ssad.features import PixelFeatures
 from ssad.model_selection import select_by_sensitivity, sensitivity_score
-from ssad.scoring import GaussianScorer, KNNScorer
+from ssad.scoring import CosineKernelScorer, GaussianScorer, KNNScorer
 
 NAMES = [f"c{i}" for i in range(4)]
 
@@ -339,6 +340,7 @@ def test_evaluate_sensitivity_column_and_correlation(anomaly_data: tuple[np.ndar
         ablations={
             "k1": make_estimator("knn-pixels", {"knn__n_neighbors": 1}),
             "k3-same-fit": FromFitted(None, "kNN k=3", scorer=KNNScorer(n_neighbors=3)),
+            "wide-kernel": FromFitted(None, "T=10", scorer=CosineKernelScorer(temperature=10.0)),
         },
         baselines={"memoriser": make_pipeline(_Memoriser(), KNNScorer())},
         sensitivity_holdout=20,
@@ -352,8 +354,16 @@ def test_evaluate_sensitivity_column_and_correlation(anomaly_data: tuple[np.ndar
     assert sens["memoriser"] > 0.9 and abs(sens["Pipeline"] - 0.5) < 0.25
     report = res.to_dict()
     validate_report(report)
-    assert report["sensitivity_auroc_spearman"] is not None
-    assert "Spearman correlation of sensitivity" in res.to_markdown()
+    # over the method's variants only: the memoriser baseline is neither counted nor chosen
+    variants = [m for m in res.models if m.role != "baseline"]
+    assert [m.name for m in variants] == ["Pipeline", "k1", "k3-same-fit", "wide-kernel"]
+    pairs = [(m.splits[0].sensitivity, m.mean_auroc) for m in variants]
+    assert report["sensitivity_auroc_spearman"] == pytest.approx(spearmanr(*zip(*pairs)).statistic)
+    chosen = max(variants, key=lambda m: m.splits[0].sensitivity)
+    assert f"Chosen by the highest sensitivity (no anomaly labels): {chosen.name} " in (
+        res.to_markdown()
+    )
+    assert "Spearman of sensitivity and AUROC over the variants" in res.to_markdown()
 
 
 def test_knn_frozen_row_for_an_image_detector() -> None:

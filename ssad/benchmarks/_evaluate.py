@@ -373,6 +373,11 @@ class EvaluationResult:
         return [self.estimator, *self.baselines]
 
     @property
+    def variants(self) -> list[ModelResult]:
+        """The estimator and its ablations (the rows that are not baselines)."""
+        return [m for m in self.models if m.role != "baseline"]
+
+    @property
     def splits(self) -> list[SplitResult]:
         """The estimator's per-split results."""
         return self.estimator.splits
@@ -383,11 +388,11 @@ class EvaluationResult:
         return self.estimator.mean_auroc
 
     def sensitivity_correlation(self) -> float | None:
-        """Spearman correlation of mean sensitivity and mean AUROC over the rows that have both."""
-        rows = [(_mean([x.sensitivity for x in m.splits]), m.mean_auroc) for m in self.models]
+        """Spearman correlation of mean sensitivity and AUROC over the estimator and ablations."""
+        rows = [(_mean([x.sensitivity for x in m.splits]), m.mean_auroc) for m in self.variants]
         pairs = [row for row in rows if row[0] is not None]
-        if len(pairs) < 3:
-            return None
+        if len(pairs) < 3 or any(len(set(values)) == 1 for values in zip(*pairs)):
+            return None  # undefined
         rho = spearmanr(*zip(*pairs)).statistic
         return None if not np.isfinite(rho) else float(rho)
 
@@ -441,13 +446,13 @@ class EvaluationResult:
             lines.append("† scored from the estimator's fit and embeddings (no fit of their own).")
         rho = self.sensitivity_correlation()
         if rho is not None:
-            lines.append(f"Spearman correlation of sensitivity and AUROC over the rows: {rho:.2f}.")
-            rows = [d for d in rows if d["mean_sensitivity"] is not None]
+            lines.append(f"Spearman of sensitivity and AUROC over the variants: {rho:.2f}.")
+            rows = [d for d in rows[: len(self.variants)] if d["mean_sensitivity"] is not None]
             chosen = max(rows, key=lambda d: d["mean_sensitivity"])
             best = max(rows, key=lambda d: d["mean_auroc"])
             lines.append(
                 f"Chosen by the highest sensitivity (no anomaly labels): {chosen['name']} "
-                f"(AUROC {100 * chosen['mean_auroc']:.1f}); best AUROC among these rows: "
+                f"(AUROC {100 * chosen['mean_auroc']:.1f}); best AUROC among the variants: "
                 f"{best['name']} ({100 * best['mean_auroc']:.1f})."
             )
         for name, reason in self.skipped_baselines.items():
@@ -598,11 +603,8 @@ def default_baselines(
     skipped: dict[str, str] = {}
     frozen = _frozen_features(estimator)
     steps = [s for _, s in estimator.steps] if isinstance(estimator, Pipeline) else None
-    is_knn2 = (
-        steps is not None
-        and isinstance(steps[-1], KNNScorer)
-        and (steps[-1].n_neighbors, steps[-1].metric, steps[-1].aggregate) == (2, "l2", "sum")
-    )
+    knn = steps[-1] if steps and isinstance(steps[-1], KNNScorer) else None
+    is_knn2 = knn is not None and (knn.n_neighbors, knn.metric, knn.aggregate) == (2, "l2", "sum")
     if frozen is None:
         skipped["knn-frozen"] = "the estimator has no network features"
     elif is_knn2 and len(steps or ()) == 2:
@@ -641,10 +643,8 @@ def _metrics(is_anomaly: np.ndarray, scores: Any) -> tuple[float, float]:
         raise RuntimeError(f"Got {scores.shape[0]} scores for {is_anomaly.shape[0]} images.")
     if not np.all(np.isfinite(scores)):
         raise FloatingPointError(f"{int(np.sum(~np.isfinite(scores)))} scores are not finite.")
-    return (
-        float(roc_auc_score(is_anomaly, -scores)),
-        float(average_precision_score(is_anomaly, -scores)),
-    )
+    auroc, ap = roc_auc_score(is_anomaly, -scores), average_precision_score(is_anomaly, -scores)
+    return float(auroc), float(ap)
 
 
 @dataclass
@@ -772,6 +772,9 @@ def evaluate(
         Also compute the sensitivity score of every estimator row on each
         split, with this many training images held out of the reference set
         (the in-distribution test images are the split's normal ones).
+    masks : array of shape (n_test, H, W), default=None
+        Ground-truth defect masks of ``X_test``: pixel AUROC and PRO of the
+        rows that have ``anomaly_map``.
     random_state : int or None, default=None
         Seed of the default baselines and of the held-out draws.
     metadata : mapping, default=None

@@ -286,6 +286,11 @@ _SELF_DISTILL_ROWS: dict[str, Variant | FromFitted] = {
     ),
     "perm4-negatives": Variant({"negatives": "perm4"}, description="2x2 patch permutations"),
     "pixel-shuffle-negatives": Variant({"negatives": "pixel_shuffle"}),
+    **{f"lambda-{w:g}": Variant({"negative_weight": w}) for w in (0.5, 2.0)},
+    **{
+        f"kernel-t{t:g}": FromFitted(None, "same fit", scorer=CosineKernelScorer(temperature=t))
+        for t in (0.02, 0.08)
+    },
     "max-cosine": FromFitted(
         None, "max cosine similarity, same fit", scorer=KNNScorer(n_neighbors=1, metric="cosine")
     ),
@@ -333,8 +338,8 @@ for _preset in [
     Preset(
         "self-distill-ood",
         "SSL-SDN, Fashion-MNIST in vs MNIST-5k out (paper Table 1 shape): negatives "
-        "ablations (none, rotation, natural patches, both, perm4, pixel shuffle), scores "
-        "(cosine kernel, max cosine, Mahalanobis), sensitivity; frozen baselines",
+        "(none, rotation, natural patches, both, perm4, pixel shuffle), lambda 0.5/1/2, "
+        "scores (cosine kernel T 0.02/0.04/0.08, max cosine, Mahalanobis), sensitivity",
         "fashion-mnist",
         "dataset-vs-dataset",
         "self-distill-cpu",

@@ -39,13 +39,7 @@ from ssad.benchmarks._schema import validate_report
 from ssad.datasets import load_dataset
 from ssad.features import PixelFeatures
 
-__all__ = [
-    "PROTOCOLS",
-    "report_stem",
-    "run_benchmark",
-    "run_preset",
-    "write_report",
-]
+__all__ = ["PROTOCOLS", "report_stem", "run_benchmark", "run_preset", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +105,8 @@ def _refuse_existing(out: Any, stems: Sequence[str], overwrite: Any) -> None:
     for stem in stems if out is not None and not overwrite else []:
         if (Path(out) / f"{stem}.json").exists():
             raise FileExistsError(
-                f"{Path(out) / (stem + '.json')} exists; pass --overwrite to replace it, or "
-                "choose another --out."
+                f"{Path(out) / (stem + '.json')} exists; pass --overwrite (overwrite=True) to "
+                "replace it, or choose another --out."
             )
 
 
@@ -358,9 +352,8 @@ def run_benchmark(
     meta.update(overrides=override_info, command=None if command is None else list(command))
     kw: dict[str, Any] = {"ablations": ablation_rows, "baselines": base, "metadata": meta}
     kw.update(name=estimator, sensitivity_holdout=sensitivity_holdout, masks=data.get("masks_test"))
-    result = evaluate(
-        est, splits, data.X_train, data.X_test, random_state=seed, verbose=verbose, **kw
-    )
+    kw.update(random_state=seed, verbose=verbose)
+    result = evaluate(est, splits, data.X_train, data.X_test, **kw)
     result.skipped_baselines.update(skipped)
     data.splits = splits
     return result, est, data
@@ -553,11 +546,8 @@ def write_report(
     """
     out_dir = Path(out)
     stem = str(result.metadata.get("stem") or report_stem(result.estimator.name, seed=0))
+    _refuse_existing(out_dir, [stem], overwrite)
     json_path = out_dir / f"{stem}.json"
-    if json_path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{json_path} exists; pass overwrite=True (--overwrite) to replace it."
-        )
     report = result.to_dict()
     validate_report(report)
     out_dir.mkdir(parents=True, exist_ok=True)
