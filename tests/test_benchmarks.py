@@ -893,3 +893,24 @@ def test_documented_commands_name_registered_presets_and_estimators():
         f"--estimator {n} ({f})" for n, f in named["estimator"] if n not in available_estimators()
     ]
     assert not unknown, unknown
+
+
+def test_memory_filters_example_writes_reports_with_filter_recall(tmp_path):
+    import runpy
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "memory_filters.py"
+    main = runpy.run_path(str(path))["main"]
+    argv = ["--dataset", "digits", "--classes", "0", "1", "--ratio", "0.1"]
+    aurocs = main([*argv, "--max-test", "100", "--out", str(tmp_path)])
+    filters = ["filter-knn5", "filter-knn-sqrt", "filter-gmm", "filter-iforest"]
+    assert set(aurocs) == {"knn-pixels", "iforest-pixels", *filters}
+    (json_path,) = tmp_path.glob("digits_contaminated_memory-filters-pixels*.json")
+    report = json.loads(json_path.read_text())
+    validate_report(report)
+    assert report["command"][:2] == ["python", "examples/memory_filters.py"]
+    recall = report["filter_recall"]
+    assert list(recall) == filters and all(len(v) == 2 for v in recall.values())
+    assert all(0.0 <= r <= 1.0 for v in recall.values() for r in v)
+    md = json_path.with_suffix(".md").read_text()
+    assert "- command: `python examples/memory_filters.py --dataset digits" in md
+    assert "| class 0: 0 |" in md and "Contaminating anomalies each filter dropped" in md

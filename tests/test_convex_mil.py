@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.base import clone
 from sklearn.utils import estimator_checks as sk_checks
 
 import ssad.detectors.convex_mil as cmil_module
@@ -292,6 +293,23 @@ def test_memory_filter_drops_the_least_normal_training_images(memory_filter):
     cos = Z_new @ Z[kept].T
     np.testing.assert_allclose(det.score_samples(X[-2:]), cos.max(1) - 1.0, atol=1e-5)
     assert det.train_scores_.shape == (20,)
+
+
+def test_memory_neighbors_sets_k_of_the_memory_filter():
+    X = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    det = ConvexMILDetector(
+        **TINY,
+        n_epochs=1,
+        batch_size=10,
+        memory_filter="pseudo_normality",
+        memory_neighbors="sqrt",
+        random_state=0,
+    ).fit(X)
+    assert det.scorer_.filter_.n_neighbors_ == 5  # ceil(sqrt(20))
+    default = clone(det).set_params(memory_neighbors=None)._make_scorer()
+    assert default.filter.n_neighbors == det.n_batch_neighbors  # eq. 2's K
+    with pytest.raises(ValueError, match="needs at least 8 training images"):
+        clone(det).set_params(memory_neighbors=7).fit(X[:7])
 
 
 def test_variants_and_pickle(small_images):

@@ -25,6 +25,7 @@ CHECKED = [
     GaussianScorer(variance=1.0),
     KNNScorer(),
     KNNScorer(n_neighbors=1),
+    KNNScorer(n_neighbors="sqrt", aggregate="mean"),
     KNNScorer(n_neighbors=3, metric="cosine", aggregate="max", batch_size=5),
     KNNScorer(aggregate="mean", batch_size=1),
     KNNScorer(index="ivf", n_lists=2, n_probe=1, random_state=0),
@@ -255,6 +256,30 @@ def test_knn_too_many_neighbors():
         match=r"Expected n_neighbors < n_samples_fit .*n_neighbors = 3, n_samples_fit = 3",
     ):
         KNNScorer(n_neighbors=3).fit(np.eye(3))
+
+
+def test_knn_sqrt_neighbors_grow_with_the_training_set():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    sqrt = KNNScorer(n_neighbors="sqrt").fit(X)
+    assert sqrt.n_neighbors_ == 8  # ceil(sqrt(50))
+    np.testing.assert_array_equal(
+        sqrt.score_samples(X[:5]), KNNScorer(n_neighbors=8).fit(X).score_samples(X[:5])
+    )
+    np.testing.assert_array_equal(sqrt.train_scores_, KNNScorer(n_neighbors=8).fit(X).train_scores_)
+    assert KNNScorer(n_neighbors="sqrt").fit(X[:2]).n_neighbors_ == 1  # capped at n - 1
+
+
+def test_knn_sqrt_neighbors_see_through_a_group_of_outliers():
+    # 4 near-identical outliers among 60 inliers: with k=2 they vouch for each other
+    # and the filter threshold (10 %) keeps them; a neighbourhood of ceil(sqrt(64)) = 8
+    # reaches past the group
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(60, 2)), 8.0 + 0.01 * rng.normal(size=(4, 2))])
+    small = KNNScorer(n_neighbors=2, contamination=0.1).fit(X)
+    grown = KNNScorer(n_neighbors="sqrt", contamination=0.1).fit(X)
+    assert (small.train_scores_[60:] >= small.offset_).all()
+    assert (grown.train_scores_[60:] < grown.offset_).all()
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])

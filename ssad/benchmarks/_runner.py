@@ -435,7 +435,9 @@ def _markdown_document(result: EvaluationResult) -> str:
         "- packages: " + ", ".join(f"{k} {v}" for k, v in pk.items() if v is not None),
     ]
     if meta.get("command"):
-        lines.append("- command: `python -m ssad.benchmarks " + " ".join(meta["command"]) + "`")
+        cmd = " ".join(meta["command"])  # the CLI's arguments, or a script's whole command
+        prefix = "" if cmd.startswith("python ") else "python -m ssad.benchmarks "
+        lines.append(f"- command: `{prefix}{cmd}`")
     lines += [
         "",
         "AUROC, AP and sensitivity in %, anomalies positive (`roc_auc_score(is_anomaly, "

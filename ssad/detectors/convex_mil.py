@@ -110,9 +110,16 @@ class ConvexMILDetector(ImageDetector):
         (eq. 11), so that contaminating anomalies do not vouch for test
         anomalies.  ``"pseudo_normality"``: eq. 2 over the whole training set
         on the learned embeddings (mean cosine similarity to the
-        ``n_batch_neighbors`` nearest training images, each image left out of
+        ``memory_neighbors`` nearest training images, each image left out of
         its own neighbours); ``"gmm"``: a Gaussian mixture chosen by BIC
         (:class:`~ssad.scoring.GMMOutlierFilter`).
+    memory_neighbors : int, "sqrt" or None, default=None
+        K of the ``"pseudo_normality"`` memory filter.  None: the
+        ``n_batch_neighbors`` of eq. 2.  ``"sqrt"``: the square root of the
+        number of training images, so that the neighbourhood outgrows the
+        groups of contaminating anomalies of one kind, which a fixed K lets
+        vouch for each other as the training set grows (see the ConvexMIL
+        guide for the measurements).
     sampling : {"paper", "inverse"}, default="paper"
         Soft-sampling weights of the abnormal set (eq. 4).  ``"paper"``:
         proportional to the pseudo normality ``s_j``, as printed;
@@ -253,7 +260,10 @@ class ConvexMILDetector(ImageDetector):
       anomalies included, so a test anomaly like one of them scores as
       normal; the filter drops ``abnormal_fraction`` of the training images
       from that reference set (``offset_`` still comes from every training
-      image: leave-one-out scores for the kept ones).
+      image: leave-one-out scores for the kept ones).  With eq. 2's K over a
+      large training set, a handful of contaminating images of one kind are
+      each other's nearest neighbours and look normal;
+      ``memory_neighbors="sqrt"`` grows K with the training set.
     - **Optimiser**: Adam without weight decay; the learning rate rises
       linearly from 0 over ``warmup_epochs`` and then follows a cosine to 0 at
       the end of ``n_epochs``, updated per step.  No epoch is chosen on test
@@ -306,6 +316,11 @@ class ConvexMILDetector(ImageDetector):
         "candidate_view": [StrOptions({"clean", "augmented"})],
         "anchor": [StrOptions(set(ANCHORS))],
         "memory_filter": [StrOptions({"pseudo_normality", "gmm"}), None],
+        "memory_neighbors": [
+            Interval(numbers.Integral, 1, None, closed="left"),
+            StrOptions({"sqrt"}),
+            None,
+        ],
         "sampling": [StrOptions(set(SAMPLINGS))],
         "convex_temperature": [Interval(numbers.Real, 0, None, closed="neither")],
         "lambda_mean": [Interval(numbers.Real, 0, None, closed="left")],
@@ -332,6 +347,7 @@ class ConvexMILDetector(ImageDetector):
         candidate_view: str = "clean",
         anchor: str = "convex",
         memory_filter: str | None = None,
+        memory_neighbors: int | str | None = None,
         sampling: str = "paper",
         convex_temperature: float = 1.0,
         lambda_mean: float = 1.0,
@@ -361,6 +377,7 @@ class ConvexMILDetector(ImageDetector):
         self.candidate_view = candidate_view
         self.anchor = anchor
         self.memory_filter = memory_filter
+        self.memory_neighbors = memory_neighbors
         self.sampling = sampling
         self.convex_temperature = convex_temperature
         self.lambda_mean = lambda_mean
@@ -406,8 +423,9 @@ class ConvexMILDetector(ImageDetector):
                 contamination=self.abnormal_fraction, random_state=0
             )
         else:  # eq. 2 over the training set: mean cosine similarity to the K nearest
+            k = self.n_batch_neighbors if self.memory_neighbors is None else self.memory_neighbors
             memory_filter = KNNScorer(
-                n_neighbors=self.n_batch_neighbors,
+                n_neighbors=k,
                 metric="cosine",
                 aggregate="mean",
                 contamination=self.abnormal_fraction,
@@ -415,7 +433,11 @@ class ConvexMILDetector(ImageDetector):
         return FilteredFit(memory_filter, knn)
 
     def _min_train_images(self) -> int:
-        return max(2, self.n_batch_neighbors + 1) if self.memory_filter else 2
+        if not self.memory_filter:
+            return 2
+        if self.memory_filter == "pseudo_normality" and self.memory_neighbors is not None:
+            return 2 if self.memory_neighbors == "sqrt" else max(2, self.memory_neighbors + 1)
+        return max(2, self.n_batch_neighbors + 1)
 
     def _check_objective(self) -> None:
         mean_shift_runs = self.lambda_mean > 0 and self.mean_shift_start_epoch < self.n_epochs

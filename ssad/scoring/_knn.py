@@ -105,9 +105,12 @@ class KNNScorer(BaseDetector):
 
     Parameters
     ----------
-    n_neighbors : int, default=2
+    n_neighbors : int or "sqrt", default=2
         Number of nearest training samples; must be smaller than the number
-        of training samples.
+        of training samples.  ``"sqrt"``: ``ceil(sqrt(n_samples_fit))``
+        (capped at ``n_samples_fit - 1``), a neighbourhood that grows with the
+        training set, so that a small group of similar outliers in it cannot
+        make each other look normal (used to filter training sets).
     metric : {"l2", "cosine"}, default="l2"
         ``"l2"``: Euclidean distance.  ``"cosine"``: cosine distance
         ``1 - cos(x, x_i)``, computed as an inner product of L2-normalised
@@ -175,6 +178,9 @@ class KNNScorer(BaseDetector):
     ----------
     n_samples_fit_ : int
         Number of training samples in the index.
+    n_neighbors_ : int
+        The number of neighbours searched (``n_neighbors`` with ``"sqrt"``
+        resolved).
     index_ : {"flat", "ivf", "hnsw"}
         The index built (``index`` with ``"auto"`` resolved).
     n_lists_ : int or None
@@ -309,7 +315,7 @@ class KNNScorer(BaseDetector):
 
     _parameter_constraints: dict[str, list[Any]] = {
         **BaseDetector._parameter_constraints,
-        "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"sqrt"})],
         "metric": [StrOptions({"l2", "cosine"})],
         "aggregate": [StrOptions(set(_AGGREGATES))],
         "index": [StrOptions({"auto", "flat", "ivf", "hnsw"})],
@@ -328,7 +334,7 @@ class KNNScorer(BaseDetector):
     def __init__(
         self,
         *,
-        n_neighbors: int = 2,
+        n_neighbors: int | str = 2,
         metric: str = "l2",
         aggregate: str = "sum",
         index: str = "auto",
@@ -363,7 +369,11 @@ class KNNScorer(BaseDetector):
     # -- fit -------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray) -> np.ndarray:
         n_samples, n_features = X.shape
-        if self.n_neighbors >= n_samples:
+        if self.n_neighbors == "sqrt":
+            self.n_neighbors_ = max(1, min(math.ceil(math.sqrt(n_samples)), n_samples - 1))
+        else:
+            self.n_neighbors_ = int(self.n_neighbors)
+        if self.n_neighbors_ >= n_samples:
             # scikit-learn's kneighbors wording; the training scores leave each sample out
             raise ValueError(
                 "Expected n_neighbors < n_samples_fit (each training sample is scored "
@@ -594,7 +604,7 @@ class KNNScorer(BaseDetector):
         queries = self._prepare(self._validate_input(X, reset=False))
         if self._index is None:
             self._index = self._build_index()
-        found, idx = self._search(queries, self.n_neighbors)
+        found, idx = self._search(queries, self.n_neighbors_)
         return self._distances(found.astype(np.float64)), idx.astype(np.int64)
 
     def _distances(self, found: np.ndarray) -> np.ndarray:
@@ -650,7 +660,7 @@ class KNNScorer(BaseDetector):
         if self._index is None:  # unpickled: rebuild from the stored state
             self._index = self._build_index()
         aggregate = _AGGREGATES[self.aggregate]
-        k = self.n_neighbors + int(leave_self_out)
+        k = self.n_neighbors_ + int(leave_self_out)
         scores = np.empty(queries.shape[0], dtype=np.float64)
         for batch in gen_batches(queries.shape[0], self.batch_size):
             found, idx = self._search(queries[batch], k)
@@ -662,7 +672,7 @@ class KNNScorer(BaseDetector):
                 # out, drop the farthest
                 is_self[~is_self.any(axis=1), -1] = True
                 is_self &= np.cumsum(is_self, axis=1) == 1
-                found = found[~is_self].reshape(len(found), self.n_neighbors)
+                found = found[~is_self].reshape(len(found), self.n_neighbors_)
             scores[batch] = -aggregate(self._distances(found), axis=1)
         return scores
 
