@@ -436,7 +436,7 @@ class ConvexMILDetector(ImageDetector):
         if not self.memory_filter:
             return 2
         if self.memory_filter == "pseudo_normality" and self.memory_neighbors is not None:
-            return 2 if self.memory_neighbors == "sqrt" else max(2, self.memory_neighbors + 1)
+            return 2 if self.memory_neighbors == "sqrt" else max(2, int(self.memory_neighbors) + 1)
         return max(2, self.n_batch_neighbors + 1)
 
     def _check_objective(self) -> None:
