@@ -914,3 +914,8 @@ def test_memory_filters_example_writes_reports_with_filter_recall(tmp_path):
     md = json_path.with_suffix(".md").read_text()
     assert "- command: `python examples/memory_filters.py --dataset digits" in md
     assert "| class 0: 0 |" in md and "Contaminating anomalies each filter dropped" in md
+
+
+def test_knn_pixels_filtered_is_seeded():
+    gmm = make_estimator("knn-pixels-filtered", random_state=3)[-1].filter[-1]
+    assert (gmm.random_state, gmm.contamination) == (3, 0.1)

@@ -12,7 +12,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline
 
 from ssad.features import DINOFeatures, PixelFeatures, TimmFeatures
-from ssad.scoring import GaussianScorer, KNNScorer
+from ssad.scoring import FilteredFit, GaussianScorer, GMMOutlierFilter, KNNScorer
 
 __all__ = [
     "EstimatorFactory",
@@ -212,12 +212,12 @@ def _thesis(random_state: int | None = None) -> Any:
     return make_thesis_pipeline(features, filter_outliers=True, random_state=random_state)
 
 
-def _knn_pixels_filtered() -> Pipeline:
+def _knn_pixels_filtered(random_state: int | None = None) -> Pipeline:
     from sklearn.decomposition import PCA
 
-    from ssad.scoring import FilteredFit, GMMOutlierFilter
-
-    gmm = Pipeline([("pca", PCA(0.9)), ("gmm", GMMOutlierFilter(contamination=0.1))])
+    gmm = Pipeline(
+        [("pca", PCA(0.9)), ("gmm", GMMOutlierFilter(contamination=0.1, random_state=random_state))]
+    )
     return Pipeline([("pixels", PixelFeatures()), ("knn", FilteredFit(gmm, KNNScorer()))])
 
 
