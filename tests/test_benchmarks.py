@@ -916,6 +916,29 @@ def test_memory_filters_example_writes_reports_with_filter_recall(tmp_path):
     assert "| class 0: 0 |" in md and "Contaminating anomalies each filter dropped" in md
 
 
+def test_convex_mil_terms_example_fits_only_the_terms_asked_for(tmp_path):
+    import runpy
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "convex_mil_terms.py"
+    main = runpy.run_path(str(path))["main"]
+    tiny = {"backbone": "test_resnet", "checkpoint_path": None, "image_size": 16}
+    tiny["memory_neighbors"] = 7
+    argv = ["--dataset", "digits", "--classes", "0", "--ratio", "0.1", "--max-test", "60"]
+    argv += ["--n-epochs", "1", "--terms", "rot-conv", "rot-mean", "--params", json.dumps(tiny)]
+    aurocs = main([*argv, "--out", str(tmp_path)])
+    assert list(aurocs)[:2] == ["pretrained-rot-conv", "pretrained-rot-mean"]
+    assert "rotation-only" not in aurocs and "knn-frozen" in aurocs
+    (json_path,) = tmp_path.glob("digits_contaminated_convex-mil-terms-rot-conv-rot-mean*.json")
+    report = json.loads(json_path.read_text())
+    validate_report(report)
+    params = {m["name"]: m["params"] for m in [report["estimator"], *report["baselines"]]}
+    assert params["pretrained-rot-conv"]["lambda_mean"] == 0.0
+    assert params["pretrained-rot-mean"]["use_convex"] is False
+    assert {p["memory_neighbors"] for p in params.values() if "memory_neighbors" in p} == {7}
+    with pytest.raises(SystemExit):
+        main(["--terms", "full", "full"])
+
+
 def test_knn_pixels_filtered_is_seeded():
     gmm = make_estimator("knn-pixels-filtered", random_state=3)[-1].filter[-1]
     assert (gmm.random_state, gmm.contamination) == (3, 0.1)
