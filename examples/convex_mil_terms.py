@@ -26,8 +26,16 @@ import argparse
 import json
 import sys
 
-from ssad.benchmarks import Variant, make_estimator, register_estimator, run_benchmark, write_report
+from ssad.benchmarks import (
+    Variant,
+    make_estimator,
+    register_estimator,
+    report_stem,
+    run_benchmark,
+    write_report,
+)
 
+DEFAULT_PARAMS = '{"memory_filter": "pseudo_normality", "memory_neighbors": "sqrt"}'
 TERMS = {
     "full": {},
     "rot-conv": {"lambda_mean": 0.0},
@@ -60,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--terms", nargs="+", choices=list(TERMS), default=["rot-conv", "rot-mean"])
     parser.add_argument(
         "--params",
-        default='{"memory_filter": "pseudo_normality", "memory_neighbors": "sqrt"}',
+        default=DEFAULT_PARAMS,
         help="JSON set_params of every row (default: the sqrt memory filter)",
     )
     parser.add_argument("--max-train", type=int, help="training images per split, at most")
@@ -74,8 +82,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if len(set(args.terms)) != len(args.terms):
         parser.error(f"--terms must not repeat a term; got {args.terms}")
 
-    register_terms(json.loads(args.params))
+    params = json.loads(args.params)
+    register_terms(params)
     first, *rest = args.terms
+    name = f"{args.dataset}_contaminated_convex-mil-terms-{'-'.join(args.terms)}"
+    # the rows' own params are not the runner's, so they enter the report's stem
+    # here: runs with other --params never share a file (the default adds nothing)
+    overrides = {
+        "params": None if params == json.loads(DEFAULT_PARAMS) else params,
+        "max_train": args.max_train,
+        "max_test": args.max_test,
+        "n_epochs": args.n_epochs,
+    }
     result, _, _ = run_benchmark(
         args.dataset,
         protocol="contaminated",
@@ -87,7 +105,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         max_train=args.max_train,
         max_test=args.max_test,
         n_epochs=args.n_epochs,
-        name=f"{args.dataset}_contaminated_convex-mil-terms-{'-'.join(args.terms)}",
+        name=name,
+        stem=report_stem(
+            name, seed=args.seed, ratio=args.ratio, classes=args.classes, overrides=overrides
+        ),
         out=args.out,
         verbose=0,
         command=["python", "examples/convex_mil_terms.py", *argv],

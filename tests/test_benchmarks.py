@@ -931,6 +931,14 @@ def test_convex_mil_terms_example_fits_only_the_terms_asked_for(tmp_path):
     (json_path,) = tmp_path.glob("digits_contaminated_convex-mil-terms-rot-conv-rot-mean*.json")
     report = json.loads(json_path.read_text())
     validate_report(report)
+    # the rows' --params are hashed into the stem: other params, another file
+    settings = {"max_test": 60, "n_epochs": 1}
+    name = "digits_contaminated_convex-mil-terms-rot-conv-rot-mean"
+    stem = report_stem(name, seed=0, ratio=0.1, classes=[0], overrides=settings)
+    assert json_path.stem == report["stem"] != stem
+    assert json_path.stem == report_stem(
+        name, seed=0, ratio=0.1, classes=[0], overrides={**settings, "params": tiny}
+    )
     params = {m["name"]: m["params"] for m in [report["estimator"], *report["baselines"]]}
     assert params["pretrained-rot-conv"]["lambda_mean"] == 0.0
     assert params["pretrained-rot-mean"]["use_convex"] is False
