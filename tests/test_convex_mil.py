@@ -232,6 +232,39 @@ def test_mean_shift_centre_follows_the_training_views(small_images, monkeypatch)
     assert no_shift.fit(small_images).center_ is None  # default start epoch 15 > 1 epoch
 
 
+def test_fixed_mean_shift_centre_is_the_first_one_kept(small_images, monkeypatch):
+    def centres_of(mode):
+        centres = []
+        original = mil_module.mean_shifted_loss
+
+        def spy(z1, z2, center, **kwargs):
+            centres.append((center.clone(), z1.detach().clone(), z2.detach().clone()))
+            return original(z1, z2, center, **kwargs)
+
+        monkeypatch.setattr(cmil_module, "mean_shifted_loss", spy)
+        det = ConvexMILDetector(
+            **TINY,
+            n_epochs=4,
+            batch_size=4,
+            mean_shift_start_epoch=1,
+            mean_shift_center=mode,
+            lambda_rot=0.0,
+            random_state=0,
+        ).fit(small_images)
+        return centres, det.center_
+
+    running, _ = centres_of("running")
+    fixed, center = centres_of("fixed")
+    assert len(fixed) == 6  # epochs 1-3, two steps each
+    # the first centre is the running one of epoch 1 (from epoch 0's views) ...
+    torch.testing.assert_close(fixed[0][0], running[0][0])
+    # ... and is kept: every later step of "fixed" uses it, where "running" moves on
+    for c, _, _ in fixed[1:]:
+        torch.testing.assert_close(c, fixed[0][0])
+    assert not torch.allclose(running[-1][0], running[0][0], atol=1e-4)
+    np.testing.assert_allclose(center, fixed[0][0].numpy(), atol=1e-6)
+
+
 def test_candidates_come_from_clean_images_in_eval_mode(small_images, monkeypatch):
     seen = []
     original = mil_module.ConvexMILLoss.candidates

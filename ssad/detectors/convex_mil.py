@@ -137,6 +137,13 @@ class ConvexMILDetector(ImageDetector):
         Include ``L_conv``; False for the ablations.
     mean_shift_start_epoch : int, default=15
         First (0-based) epoch with ``L_mean`` (paper: 15).
+    mean_shift_center : {"running", "fixed"}, default="running"
+        The centre ``c`` of ``L_mean``.  ``"running"``: the normalised mean of
+        the previous epoch's training-view embeddings, updated every epoch
+        (the paper's "mean representation of all samples" while the encoder
+        trains from scratch).  ``"fixed"``: the first such centre, that of
+        the epoch before ``L_mean`` starts, kept to the end, as MSAD keeps
+        the centre of its pretrained encoder (see Notes).
     n_epochs : int, default=200
         Training epochs (paper: 200).
     warmup_epochs : int, default=10
@@ -255,6 +262,10 @@ class ConvexMILDetector(ImageDetector):
       previous epoch's training-view embeddings ``z1`` (and ``z2``), the very
       views and mode the loss shifts.  ``L_mean`` is off before
       ``mean_shift_start_epoch`` and in the first epoch (no previous epoch).
+      ``mean_shift_center="fixed"`` keeps the first centre to the end, the
+      MSAD recipe for a pretrained start (there from clean images before
+      any training; here from the training views of the epoch before
+      ``L_mean`` starts).
     - **Memory filtering** (``memory_filter``, beyond the paper): eq. 11
       compares a test image with *every* training image, contaminating
       anomalies included, so a test anomaly like one of them scores as
@@ -327,6 +338,7 @@ class ConvexMILDetector(ImageDetector):
         "lambda_rot": [Interval(numbers.Real, 0, None, closed="left")],
         "use_convex": ["boolean"],
         "mean_shift_start_epoch": [Interval(numbers.Integral, 0, None, closed="left")],
+        "mean_shift_center": [StrOptions({"running", "fixed"})],
         "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
@@ -354,6 +366,7 @@ class ConvexMILDetector(ImageDetector):
         lambda_rot: float = 1.0,
         use_convex: bool = True,
         mean_shift_start_epoch: int = 15,
+        mean_shift_center: str = "running",
         n_epochs: int = 200,
         warmup_epochs: int = 10,
         batch_size: int = 64,
@@ -384,6 +397,7 @@ class ConvexMILDetector(ImageDetector):
         self.lambda_rot = lambda_rot
         self.use_convex = use_convex
         self.mean_shift_start_epoch = mean_shift_start_epoch
+        self.mean_shift_center = mean_shift_center
         self.n_epochs = n_epochs
         self.warmup_epochs = warmup_epochs
         self.batch_size = batch_size
@@ -507,7 +521,9 @@ class ConvexMILDetector(ImageDetector):
                 total = all_reduce_sum(total)
             mean_shift = self.lambda_mean > 0 and epoch >= self.mean_shift_start_epoch
             center = None
-            if mean_shift and total is not None:
+            if mean_shift and self.mean_shift_center == "fixed" and state["center"] is not None:
+                center = state["center"]
+            elif mean_shift and total is not None:
                 center = F.normalize(total, dim=0)
                 self.center_ = center.cpu().numpy()
             state.update(center=center, sum=None)
