@@ -209,7 +209,9 @@ def small_images() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
 
 
-def test_mean_shift_centre_follows_the_training_views(small_images, monkeypatch):
+def _fit_recording_centres(monkeypatch, images, **params):
+    """Fit with L_mean from epoch 1; return the fitted detector and, per L_mean
+    step, the centre and the two views' embeddings it was given."""
     centres = []
     original = mil_module.mean_shifted_loss
 
@@ -219,8 +221,13 @@ def test_mean_shift_centre_follows_the_training_views(small_images, monkeypatch)
 
     monkeypatch.setattr(cmil_module, "mean_shifted_loss", spy)
     det = ConvexMILDetector(
-        **TINY, n_epochs=3, batch_size=4, mean_shift_start_epoch=1, lambda_rot=0.0, random_state=0
-    ).fit(small_images)
+        **TINY, batch_size=4, mean_shift_start_epoch=1, lambda_rot=0.0, random_state=0, **params
+    ).fit(images)
+    return det, centres
+
+
+def test_mean_shift_centre_follows_the_training_views(small_images, monkeypatch):
+    det, centres = _fit_recording_centres(monkeypatch, small_images, n_epochs=3)
     assert len(centres) == 4  # epochs 1 and 2, two steps each; not epoch 0
     assert len(det.loss_curve_) == 3
     assert np.linalg.norm(det.center_) == pytest.approx(1.0, abs=1e-5)
@@ -233,28 +240,10 @@ def test_mean_shift_centre_follows_the_training_views(small_images, monkeypatch)
 
 
 def test_fixed_mean_shift_centre_is_the_first_one_kept(small_images, monkeypatch):
-    def centres_of(mode):
-        centres = []
-        original = mil_module.mean_shifted_loss
-
-        def spy(z1, z2, center, **kwargs):
-            centres.append((center.clone(), z1.detach().clone(), z2.detach().clone()))
-            return original(z1, z2, center, **kwargs)
-
-        monkeypatch.setattr(cmil_module, "mean_shifted_loss", spy)
-        det = ConvexMILDetector(
-            **TINY,
-            n_epochs=4,
-            batch_size=4,
-            mean_shift_start_epoch=1,
-            mean_shift_center=mode,
-            lambda_rot=0.0,
-            random_state=0,
-        ).fit(small_images)
-        return centres, det.center_
-
-    running, _ = centres_of("running")
-    fixed, center = centres_of("fixed")
+    _, running = _fit_recording_centres(monkeypatch, small_images, n_epochs=4)
+    det, fixed = _fit_recording_centres(
+        monkeypatch, small_images, n_epochs=4, mean_shift_center="fixed"
+    )
     assert len(fixed) == 6  # epochs 1-3, two steps each
     # the first centre is the running one of epoch 1 (from epoch 0's views) ...
     torch.testing.assert_close(fixed[0][0], running[0][0])
@@ -262,7 +251,7 @@ def test_fixed_mean_shift_centre_is_the_first_one_kept(small_images, monkeypatch
     for c, _, _ in fixed[1:]:
         torch.testing.assert_close(c, fixed[0][0])
     assert not torch.allclose(running[-1][0], running[0][0], atol=1e-4)
-    np.testing.assert_allclose(center, fixed[0][0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(det.center_, fixed[0][0].numpy(), atol=1e-6)
 
 
 def test_candidates_come_from_clean_images_in_eval_mode(small_images, monkeypatch):
