@@ -668,6 +668,30 @@ def test_what_the_abnormal_candidates_caught_is_measured() -> None:
     validate_report(res.to_dict())
 
 
+class _HasATeacher(_GuessesItsAnomalies):
+    def fit(self, X: np.ndarray, y: None = None) -> _HasATeacher:
+        super().fit(X)
+        self.teacher_entropy_curve_ = [5.0, 1.25]
+        self.teacher_mean_entropy_curve_ = [6.5, 4.0]
+        return self
+
+
+def test_the_teacher_entropy_curves_are_reported() -> None:
+    y = np.repeat([0, 1], 30)
+    X = np.zeros((60, 4, 4), np.uint8)
+    (split,) = one_class_splits(y, y, classes=[0])
+    res = evaluate(
+        _HasATeacher(), [split], X, X, ablations={"plain": _GuessesItsAnomalies()}, baselines=None
+    )
+    record = res.to_dict()["estimator"]["splits"][0]["training"]
+    assert record["teacher_mean_entropy_curve"] == [6.5, 4.0]  # every fitted *_curve_ is kept
+    text = res.to_markdown()
+    assert "teacher entropy, nats: first, last (of the mean output) |" in text
+    assert "| 2, 1 | - | 5, 1.25 (6.5, 4) |" in text
+    assert "| 2, 1 | - | - |" in text  # the row without a teacher
+    validate_report(res.to_dict())
+
+
 def test_max_train_caps_each_split_stratified(tmp_path: Path) -> None:
     argv = ["--dataset", "digits", "--protocol", "contaminated", "--ratio", "0.2", "--classes"]
     assert main([*argv, "2", "--max-train", "50", "--quiet", "--out", str(tmp_path)]) == 0

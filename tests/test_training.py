@@ -169,6 +169,13 @@ def test_teacher_entropy_curve(images):
     det.fit(images)
     assert len(det.teacher_entropy_curve_) == SD_TINY["n_epochs"]
     assert all(0 <= e <= np.log(SD_TINY["out_dim"]) + 1e-6 for e in det.teacher_entropy_curve_)
+    # the entropy of a mean output is at least the mean entropy of the outputs (concavity)
+    mean_curve = det.teacher_mean_entropy_curve_
+    assert len(mean_curve) == SD_TINY["n_epochs"]
+    assert all(
+        h - 1e-6 <= m <= np.log(SD_TINY["out_dim"]) + 1e-6
+        for h, m in zip(det.teacher_entropy_curve_, mean_curve)
+    )
 
 
 def test_num_workers_does_not_change_training(tmp_path):

@@ -185,7 +185,7 @@ class SplitResult:
         ``anomaly_map`` when the test images have masks.
     training : dict or None, default=None
         The fitted model's training record, where it has one: the
-        attributes of :data:`TRAINING_ATTRIBUTES` without their ``_``.
+        attributes ending as in :data:`TRAINING_ATTRIBUTES`, without their last ``_``.
 
     Examples
     --------
@@ -229,16 +229,14 @@ _SPLIT_KEYS = (
     "score_seconds peak_rss_mb peak_cuda_mb rss_before_mb sensitivity pixel_auroc pro training"
 ).split()
 
-#: Fitted attributes a report keeps per split (training length and curves of deep detectors).
-TRAINING_ATTRIBUTES = tuple(
-    "n_epochs_ best_epoch_ loss_curve_ validation_curve_ teacher_entropy_curve_".split()
-)
+#: Endings of the fitted attributes a report keeps per split (training length and curves).
+TRAINING_ATTRIBUTES = ("n_epochs_", "best_epoch_", "_curve_")
 
 
 def _training_record(fitted: Any, train_is_anomaly: np.ndarray | None) -> dict[str, Any] | None:
     """Training attributes; with ``abnormal_candidates_`` and a known contamination, the
     share of the anomalies among the candidates and the share a random guess would catch."""
-    record = {a[:-1]: getattr(fitted, a) for a in TRAINING_ATTRIBUTES if hasattr(fitted, a)}
+    record = {a[:-1]: getattr(fitted, a) for a in dir(fitted) if a.endswith(TRAINING_ATTRIBUTES)}
     flagged = np.asarray(getattr(fitted, "abnormal_candidates_", []), dtype=bool)
     truth = np.zeros(0, bool) if train_is_anomaly is None else train_is_anomaly
     if flagged.shape == truth.shape and flagged.any() and truth.any():
@@ -462,20 +460,25 @@ class EvaluationResult:
 
 
 def _training_table(models: Sequence[ModelResult]) -> list[str]:
-    """Markdown lines of the training records: length, losses, what the candidates caught."""
+    """Markdown lines of the training records: length, losses, candidates, teacher entropy."""
     trained = [(m, r.name, r.training or {}) for m in models for r in m.splits]
     trained = [(m, name, t) for m, name, t in trained if t.get("loss_curve")]
     caught = any("candidate_recall" in t for *_, t in trained)
+    entropy = any("teacher_entropy_curve" in t for *_, t in trained)
     head = "| model | split | epochs | best epoch | loss: first, last | val. loss: best, last |"
     head += " anomalies caught by its abnormal candidates % (chance) |" * caught
-    lines = ["", head, "|---|---|---:|---:|---|---|" + "---|" * caught]
+    head += " teacher entropy, nats: first, last (of the mean output) |" * entropy
+    lines = ["", head, "|---|---|---:|---:|---|---|" + "---|" * (caught + entropy)]
     for m, name, t in trained:
         loss, val, best = t["loss_curve"], t.get("validation_curve"), t.get("best_epoch", -1)
+        h, hm = t.get("teacher_entropy_curve"), t.get("teacher_mean_entropy_curve")
         row = f"| {m.name} | {name} | {t.get('n_epochs', len(loss))} | "
         row += f"{best + 1 if best is not None and best >= 0 else '-'} | {loss[0]:.4g}, "
         row += f"{loss[-1]:.4g} | " + (f"{min(val):.4g}, {val[-1]:.4g} |" if val else "- |")
         recall, share = 100 * t.get("candidate_recall", -1), 100 * t.get("candidate_share", -1)
-        lines.append(row + (f" {recall:.0f} ({share:.0f}) |" if recall >= 0 else " - |") * caught)
+        row += (f" {recall:.0f} ({share:.0f}) |" if recall >= 0 else " - |") * caught
+        mean = f" ({hm[0]:.3g}, {hm[-1]:.3g})" if hm else ""
+        lines.append(row + (f" {h[0]:.3g}, {h[-1]:.3g}{mean} |" if h else " - |") * entropy)
     return lines if trained else []
 
 

@@ -278,13 +278,13 @@ def _natural_patches() -> np.ndarray:
 _AUX = {"X_aux": _natural_patches}
 _SELF_DISTILL_ROWS: dict[str, Variant | FromFitted] = {
     "no-negatives": Variant({"negatives": None}, description="plain DINO (lambda=0)"),
+    "rot-negatives": Variant({"negatives": "rot"}, description="rotations (the paper's)"),
     "aux-negatives": Variant(
-        {"negative_source": "aux"}, fit_params=_AUX, description="rotated natural patches"
+        {"negatives": "rot", "negative_source": "aux"}, fit_params=_AUX, description="aux patches"
     ),
     "in+aux-negatives": Variant(
-        {"negative_source": "both"}, fit_params=_AUX, description="both negative sources"
+        {"negatives": "rot", "negative_source": "both"}, fit_params=_AUX, description="both sources"
     ),
-    "perm4-negatives": Variant({"negatives": "perm4"}, description="2x2 patch permutations"),
     "pixel-shuffle-negatives": Variant({"negatives": "pixel_shuffle"}),
     **{f"lambda-{w:g}": Variant({"negative_weight": w}) for w in (0.5, 2.0)},
     **{

@@ -12,13 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = [
-    "Split",
-    "contaminated_splits",
-    "dataset_vs_dataset",
-    "leave_one_out_splits",
-    "one_class_splits",
-]
+__all__ = (
+    "Split contaminated_splits dataset_vs_dataset leave_one_out_splits one_class_splits".split()
+)
 
 
 @dataclass(frozen=True, eq=False)

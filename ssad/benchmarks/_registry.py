@@ -319,6 +319,7 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
             "SelfDistillNegDetector",
             lite=0,
             image_size=32,
+            negatives="perm4",
             n_local_crops=2,
             out_dim=1024,
             hidden_dim=512,
@@ -331,7 +332,7 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
             drop_path_rate=0.0,
         ),
         "SelfDistillNegDetector from ImageNet EfficientNet-Lite0 (BatchNorm frozen) at 32 px, "
-        "3 epochs, the paper's learning rate; offline weights",
+        "3 epochs, the paper's learning rate, perm4 negatives; offline weights",
     ),
     (
         "knn-pixels-filtered",

@@ -238,7 +238,12 @@ class SelfDistillNegDetector(ImageDetector):
     teacher_entropy_curve_ : list of float
         Mean entropy (nats) of the teacher's centred, sharpened output per
         epoch.  ``log(out_dim)`` means the teacher has collapsed to uniform
-        outputs (every image alike); near 0, to one soft class.
+        outputs (every image alike); near 0, each image has one soft class.
+    teacher_mean_entropy_curve_ : list of float
+        Entropy (nats) of the teacher's mean output over each batch, averaged
+        per epoch.  Near 0 means collapse onto one class (the same class for
+        every image); with a low ``teacher_entropy_curve_`` it should stay
+        well above 0: sharp outputs spread over many classes.
     n_steps_ : int
         Optimiser steps taken.
     device_ : torch.device
@@ -680,7 +685,8 @@ class SelfDistillNegDetector(ImageDetector):
         ).to(self.device_)
         uniform_loss = UniformLoss(student_temperature=self.student_temperature)
         state = {"step": 0}
-        entropies: list[list[float]] = [[] for _ in range(self.n_epochs)]
+        # per epoch: the teacher's mean per-image entropy and the entropy of its mean output
+        entropies: list[list[tuple[float, float]]] = [[] for _ in range(self.n_epochs)]
 
         def normalise(views: list[torch.Tensor]) -> list[torch.Tensor]:
             return [(v - mean) / std for v in views]
@@ -702,10 +708,14 @@ class SelfDistillNegDetector(ImageDetector):
                     negatives += normalise(negative_views(images))
             with torch.no_grad():
                 teacher_out = teacher(positives[:2])
-                # mean entropy of the centred, sharpened teacher: log(out_dim) = uniform collapse
+                # the centred, sharpened teacher: per-image entropy log(out_dim) = uniform
+                # collapse; entropy of the batch-mean output near 0 = one prototype for all
                 logits = (torch.cat(teacher_out).float() - dino_loss.center) / teacher_temps[epoch]
-                entropy = -(F.softmax(logits, dim=-1) * F.log_softmax(logits, dim=-1)).sum(-1)
-                entropies[epoch].append(float(entropy.mean()))
+                probs = F.softmax(logits, dim=-1)
+                entropy = -(probs * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+                mean = probs.mean(0)
+                spread = -(mean * mean.clamp_min(1e-12).log()).sum()
+                entropies[epoch].append((float(entropy), float(spread)))
             student_out = student(positives + negatives)
             loss = dino_loss(
                 student_out[: len(positives)], teacher_out, float(teacher_temps[epoch])
@@ -750,9 +760,12 @@ class SelfDistillNegDetector(ImageDetector):
         )
         self.loss_curve_ = result.loss_curve
         # under torchrun: the mean over every process's batches, the same on every rank
-        sums = torch.tensor([[sum(e), len(e)] for e in entropies if e], dtype=torch.float64)
+        sums = torch.tensor(
+            [[*np.sum(e, axis=0), len(e)] for e in entropies if e], dtype=torch.float64
+        ).reshape(-1, 3)
         all_reduce_sum(sums)
-        self.teacher_entropy_curve_ = [float(total / count) for total, count in sums.tolist()]
+        self.teacher_entropy_curve_ = (sums[:, 0] / sums[:, 2]).tolist()
+        self.teacher_mean_entropy_curve_ = (sums[:, 1] / sums[:, 2]).tolist()
         self.n_steps_ = state["step"]
 
     def _make_scorer(self) -> BaseDetector:
