@@ -253,3 +253,35 @@ def test_localisation_example_runs(tmp_path):
     results = main([*argv, "--kind", "object", "--out", str(tmp_path / "maps.png")])
     assert set(results) == {"image AUROC", "pixel AUROC", "PRO"}
     assert (tmp_path / "maps.png").is_file()
+
+
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_the_memory_bank_is_searched_through_an_approximate_index(defects, index):
+    X_train, X_test = defects[0], defects[1]
+    params = {**TINY, "coreset_ratio": 1.0, "random_state": 0}
+    exact = PatchCoreDetector(**params).fit(X_train)
+    approx = PatchCoreDetector(**params, index=index, n_probe=64).fit(X_train)
+    assert exact._bank_search().index_ == "flat" and approx._bank_search().index_ == index
+    np.testing.assert_array_equal(approx.memory_bank_, exact.memory_bank_)
+    # an approximate search finds a bank patch at least as far as the nearest one
+    scores, expected = approx.score_samples(X_test), exact.score_samples(X_test)
+    assert (scores <= expected + 1e-6).all()
+    assert np.isclose(scores, expected, rtol=1e-5).mean() >= 0.5
+    maps = approx.anomaly_map(X_test)
+    assert maps.shape == exact.anomaly_map(X_test).shape
+    # a reloaded detector builds the same index (its IVF sample has a fixed seed)
+    restored = pickle.loads(pickle.dumps(approx))
+    np.testing.assert_array_equal(restored.score_samples(X_test), scores)
+
+
+def test_num_workers_decodes_files_in_workers(defects, tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i, image in enumerate(defects[0][:8]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image).save(paths[-1])
+    serial = PatchCoreDetector(**TINY, random_state=0).fit(paths)
+    workers = PatchCoreDetector(**TINY, num_workers=2, random_state=0).fit(paths)
+    np.testing.assert_array_equal(workers.memory_bank_, serial.memory_bank_)
+    np.testing.assert_array_equal(workers.score_samples(paths), serial.score_samples(paths))

@@ -391,6 +391,29 @@ def test_knn_kneighbors_matches_sklearn(metric):
     np.testing.assert_array_equal(indices, expected_i)
     np.testing.assert_allclose(distances, expected_d, rtol=1e-5, atol=1e-6)
     assert distances.dtype == np.float64 and indices.dtype == np.int64
+    # another number of neighbours, as sklearn's kneighbors(X, n_neighbors)
+    d5, i5 = scorer.kneighbors(X_test, n_neighbors=5)
+    np.testing.assert_array_equal(i5, nn.kneighbors(X_test, n_neighbors=5)[1])
+    np.testing.assert_array_equal(i5[:, :3], indices)
+    np.testing.assert_allclose(d5[:, :3], distances)
+    with pytest.raises(ValueError, match="n_neighbors <= n_samples_fit, but n_neighbors = 61"):
+        scorer.kneighbors(X_test, n_neighbors=len(X_train) + 1)
+    with pytest.raises(ValueError, match="positive int, got 0"):
+        scorer.kneighbors(X_test, n_neighbors=0)
+
+
+def test_index_rows_searches_without_scoring_the_rows():
+    from ssad.scoring._knn import index_rows
+
+    X_train, X_test = _data()
+    params = {"index": "ivf", "n_lists": 2, "n_probe": 2, "compression": None}
+    bank = index_rows(X_train, n_neighbors=1, random_state=0, **params)
+    assert bank.index_ == "ivf" and not hasattr(bank, "train_scores_")
+    exact = NearestNeighbors(n_neighbors=2).fit(X_train).kneighbors(X_test)[1]
+    np.testing.assert_array_equal(bank.kneighbors(X_test)[1], exact[:, :1])
+    np.testing.assert_array_equal(bank.kneighbors(X_test, n_neighbors=2)[1], exact)
+    with pytest.raises(ValueError, match="'index' parameter"):
+        index_rows(X_train, n_neighbors=1, index="annoy")
 
 
 def test_knn_auto_index_switches_at_the_threshold(monkeypatch):

@@ -160,7 +160,7 @@ class ImageDetector(TorchStateMixin, BaseDetector):
             device=self.device_,
             precision=self.precision,
             normalize=self._normalize_embeddings,
-            num_workers=getattr(self, "num_workers", 0),
+            num_workers=self.num_workers,
             verbose=self.verbose,
             desc=f"{type(self).__name__} {desc}",
         )
@@ -301,7 +301,7 @@ class ImageDetector(TorchStateMixin, BaseDetector):
             pooling="auto",
             image_size=self.image_size,
             batch_size=self.batch_size,
-            num_workers=getattr(self, "num_workers", 0),
+            num_workers=self.num_workers,
             device=self.device,
             precision=self.precision,
             random_state=self.random_state,

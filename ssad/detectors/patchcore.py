@@ -7,11 +7,10 @@ import numbers
 import os
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -20,7 +19,7 @@ from ssad.backbones import create_backbone, data_config
 from ssad.detectors._base import ImageDetector
 from ssad.features import feature_grids
 from ssad.scoring import greedy_coreset
-from ssad.scoring._knn import flat_index, nearest_neighbors
+from ssad.scoring._knn import KNNScorer, index_rows
 
 __all__ = ["PatchCoreDetector"]
 
@@ -40,7 +39,8 @@ class PatchCoreDetector(ImageDetector):
     on a random projection to ``projection_dim`` dimensions) becomes the
     memory bank: ``coreset_ratio`` of the patches, or ``coreset_size`` of them.
     A test patch's anomaly score is its Euclidean distance to the nearest
-    patch of the memory bank (an exact faiss search), and
+    patch of the memory bank (a faiss search, exact by default; see
+    ``index``), and
 
     ``score_samples = -max over the image's patches of that distance``
 
@@ -113,16 +113,34 @@ class PatchCoreDetector(ImageDetector):
         that their patch features are still in memory when the memory bank is
         final: up to one chunk of images (``pool_size`` patches, less the
         bank) needs no second forward pass.
+    index : {"flat", "ivf", "hnsw", "auto"}, default="flat"
+        The faiss index the memory bank is searched with, as in
+        :class:`~ssad.scoring.KNNScorer` (with its defaults otherwise):
+        ``"flat"`` is exact (the paper); ``"ivf"`` (an inverted file,
+        compressed with 4-bit product codes on CPUs, candidates re-ranked
+        by their exact distances) and ``"hnsw"`` (a graph) search
+        approximately and much faster for large memory banks; ``"auto"``
+        switches to ``"ivf"`` from
+        :data:`~ssad.scoring.AUTO_IVF_MIN_SAMPLES` bank patches on.
+    n_probe : int, default=16
+        IVF cells searched per patch (faiss' ``nprobe``) with
+        ``index="ivf"``; more is slower and closer to exact.
     batch_size : int, default=32
         Images per forward pass.
+    num_workers : int, default=0
+        With image files as input: worker processes that decode and resize
+        them (a :class:`torch.utils.data.DataLoader`); 0 reads them in the
+        main process.
     image_size : int or (int, int), default=None
         Model input size; default: the backbone's pretrained config (224 for
         the default).
     contamination : "auto" or float in (0, 0.5], default="auto"
         Sets ``offset_``; see :class:`ssad.base.BaseDetector`.
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"}, default="auto"
-        Where the backbone and the coreset search run (the nearest-neighbour
-        search runs on the CPU, with faiss).
+        Where the backbone and the coreset search run.  The nearest-neighbour
+        search runs with faiss: on the GPU when the device is CUDA and the
+        installed faiss has GPU support (a ``faiss-gpu`` package), else on
+        the CPU.
     precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Autocast dtype of the backbone; ``"auto"`` is bfloat16 on CUDA,
         float32 elsewhere.
@@ -211,7 +229,7 @@ class PatchCoreDetector(ImageDetector):
     (4, 32, 32)
     """
 
-    _bank_index: faiss.Index | None
+    _search: KNNScorer | None
 
     _parameter_constraints: dict[str, list[Any]] = {
         **ImageDetector._parameter_constraints,
@@ -224,6 +242,8 @@ class PatchCoreDetector(ImageDetector):
         "n_reweight_neighbors": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "pool_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "calibration_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "index": [StrOptions({"auto", "flat", "ivf", "hnsw"})],
+        "n_probe": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -241,7 +261,10 @@ class PatchCoreDetector(ImageDetector):
         n_reweight_neighbors: int | None = None,
         pool_size: int = 65536,
         calibration_size: int | None = None,
+        index: str = "flat",
+        n_probe: int = 16,
         batch_size: int = 32,
+        num_workers: int = 0,
         image_size: int | tuple[int, int] | None = None,
         contamination: str | float = "auto",
         device: str | torch.device = "auto",
@@ -261,7 +284,10 @@ class PatchCoreDetector(ImageDetector):
         self.n_reweight_neighbors = n_reweight_neighbors
         self.pool_size = pool_size
         self.calibration_size = calibration_size
+        self.index = index
+        self.n_probe = n_probe
         self.batch_size = batch_size
+        self.num_workers = num_workers
         self.image_size = image_size
         self.contamination = contamination
         self.device = device
@@ -304,16 +330,26 @@ class PatchCoreDetector(ImageDetector):
         return [np.arange(start, min(start + step, n)) for start in range(0, n, step)]
 
     # -- memory bank -----------------------------------------------------------------------
-    def _index(self) -> faiss.Index:
-        index: faiss.Index | None = getattr(self, "_bank_index", None)
-        if index is None:  # built lazily, never pickled
-            index = flat_index(self.memory_bank_)
-            self._bank_index = index
-        return index
+    def _bank_search(self) -> KNNScorer:
+        """The faiss index of the memory bank: built lazily, never pickled (a fixed
+        seed draws the sample IVF cells are trained on, so a reloaded detector
+        builds the same index)."""
+        search: KNNScorer | None = getattr(self, "_search", None)
+        if search is None:
+            search = index_rows(
+                self.memory_bank_,
+                n_neighbors=1,
+                index=self.index,
+                n_probe=self.n_probe,
+                device="auto" if self.device_.type == "cuda" else "cpu",
+                random_state=0,
+            )
+            self._search = search
+        return search
 
     def _image_scores(self, patches: np.ndarray, n_images: int) -> np.ndarray:
         """Anomaly score of each image (higher = more anomalous) from its patch features."""
-        distances, nearest = nearest_neighbors(self._index(), patches, 1)
+        distances, nearest = self._bank_search().kneighbors(patches, 1)
         distances = distances.reshape(n_images, -1)
         rows = np.arange(n_images)
         worst = distances.argmax(axis=1)
@@ -324,7 +360,7 @@ class PatchCoreDetector(ImageDetector):
             m_test = patches.reshape(n_images, -1, patches.shape[1])[rows, worst]
             m_star = nearest.reshape(n_images, -1)[rows, worst]
             b = min(self.n_reweight_neighbors, self.memory_bank_.shape[0])
-            _, support = nearest_neighbors(self._index(), self.memory_bank_[m_star], b)
+            _, support = self._bank_search().kneighbors(self.memory_bank_[m_star], b)
             d_b = np.linalg.norm(self.memory_bank_[support] - m_test[:, None], axis=2)
             top = d_b.max(axis=1, keepdims=True)  # log-sum-exp, stable
             log_total = top[:, 0] + np.log(np.exp(d_b - top).sum(axis=1))
@@ -407,7 +443,7 @@ class PatchCoreDetector(ImageDetector):
             bank = pool
         assert bank is not None
         self.memory_bank_ = np.ascontiguousarray(bank, dtype=np.float32)
-        self._bank_index = None
+        self._search = None
         logger.info(
             "PatchCore memory bank: %d of %d training patches (%d features).",
             len(bank),
@@ -436,7 +472,7 @@ class PatchCoreDetector(ImageDetector):
         return True
 
     def _grid_maps(self, images: ImageSet) -> np.ndarray:
-        distances, _ = nearest_neighbors(self._index(), self._patches(images, "map"), 1)
+        distances, _ = self._bank_search().kneighbors(self._patches(images, "map"), 1)
         return distances.reshape(len(images), *self.grid_shape_).astype(np.float32)
 
     def transform(self, X: Any) -> np.ndarray:
@@ -459,4 +495,4 @@ class PatchCoreDetector(ImageDetector):
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()
-        return {**state, "_bank_index": None} if "_bank_index" in state else state
+        return {**state, "_search": None} if "_search" in state else state

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ssad.base import BaseDetector
 
-__all__ = ["AUTO_IVF_MIN_SAMPLES", "KNNScorer", "flat_index", "nearest_neighbors"]
+__all__ = ["AUTO_IVF_MIN_SAMPLES", "KNNScorer", "index_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,29 +50,6 @@ def _power_of_two_scale(X: np.ndarray, axis: int | None = None) -> np.ndarray:
     peak = np.max(np.abs(X), axis=axis, keepdims=axis is not None)
     _, exponent = np.frexp(peak)  # peak = m * 2**exponent with m in [0.5, 1)
     return np.where(peak > 0, np.ldexp(0.5, exponent), 1.0)
-
-
-def flat_index(X: np.ndarray, metric: str = "l2") -> faiss.Index:
-    """An exact faiss index (``IndexFlatL2``; ``IndexFlatIP`` for ``"ip"``) of the rows of X."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    index = faiss.IndexFlatIP(X.shape[1]) if metric == "ip" else faiss.IndexFlatL2(X.shape[1])
-    index.add(X)
-    return index
-
-
-def nearest_neighbors(
-    index: faiss.Index, X: np.ndarray, n_neighbors: int, batch_size: int = 4096
-) -> tuple[np.ndarray, np.ndarray]:
-    """Euclidean distances (float64) and indices (int64) of the rows' nearest neighbours
-    in a :func:`flat_index`, searched ``batch_size`` rows at a time."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    distances = np.empty((X.shape[0], n_neighbors), dtype=np.float64)
-    indices = np.empty((X.shape[0], n_neighbors), dtype=np.int64)
-    for batch in gen_batches(X.shape[0], batch_size):
-        found, idx = index.search(X[batch], n_neighbors)
-        distances[batch] = np.sqrt(np.maximum(found.astype(np.float64), 0.0))
-        indices[batch] = idx
-    return distances, indices
 
 
 def _faiss_gpus() -> int:
@@ -368,7 +345,7 @@ class KNNScorer(BaseDetector):
 
     # -- fit -------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray) -> np.ndarray:
-        n_samples, n_features = X.shape
+        n_samples = X.shape[0]
         if self.n_neighbors == "sqrt":
             self.n_neighbors_ = max(1, min(math.ceil(math.sqrt(n_samples)), n_samples - 1))
         else:
@@ -380,6 +357,12 @@ class KNNScorer(BaseDetector):
                 "against the others), but n_neighbors = "
                 f"{self.n_neighbors}, n_samples_fit = {n_samples}, n_samples = {n_samples}"
             )
+        self._build(X, check_random_state(self.random_state))
+        return self._search_scores(self._fit_X, leave_self_out=True)
+
+    def _build(self, X: np.ndarray, rng: np.random.RandomState) -> None:
+        """Index the rows of X (``fit`` without the training scores)."""
+        n_samples, n_features = X.shape
         kind = self.index
         if kind == "auto":
             kind = "ivf" if n_samples >= AUTO_IVF_MIN_SAMPLES else "flat"
@@ -398,11 +381,10 @@ class KNNScorer(BaseDetector):
         self._fit_X = self._prepare(X)
         self.n_samples_fit_ = n_samples
         self._trained: dict[str, Any] = {}
-        self._index = self._build_index(check_random_state(self.random_state))
+        self._index = self._build_index(rng)
         logger.debug(
             "Indexed %d training samples (index=%r, metric=%r).", n_samples, kind, self.metric
         )
-        return self._search_scores(self._fit_X, leave_self_out=True)
 
     def _resolve_compression(
         self, kind: str, n_samples: int, n_features: int
@@ -585,13 +567,16 @@ class KNNScorer(BaseDetector):
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         return self._search_scores(self._prepare(X), leave_self_out=False)
 
-    def kneighbors(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The ``n_neighbors`` nearest training samples of each sample, through the index.
+    def kneighbors(self, X: Any, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest training samples of each sample, through the index.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Query samples.
+        n_neighbors : int, default=None
+            Number of neighbours to return; default: ``n_neighbors_``.  At
+            most ``n_samples_fit_``.
 
         Returns
         -------
@@ -600,11 +585,20 @@ class KNNScorer(BaseDetector):
         indices : ndarray of shape (n_samples, n_neighbors), dtype int64
             Positions of the neighbours in the training data.
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "n_samples_fit_")
+        k = self.n_neighbors_ if n_neighbors is None else n_neighbors
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or int(k) < 1:
+            raise ValueError(f"Expected n_neighbors to be a positive int, got {n_neighbors!r}.")
+        k = int(k)
+        if k > self.n_samples_fit_:
+            raise ValueError(
+                f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
+                f"n_samples_fit = {self.n_samples_fit_}."
+            )
         queries = self._prepare(self._validate_input(X, reset=False))
         if self._index is None:
             self._index = self._build_index()
-        found, idx = self._search(queries, self.n_neighbors_)
+        found, idx = self._search(queries, k)
         return self._distances(found.astype(np.float64)), idx.astype(np.int64)
 
     def _distances(self, found: np.ndarray) -> np.ndarray:
@@ -680,3 +674,20 @@ class KNNScorer(BaseDetector):
         # faiss indexes do not pickle: drop the index, _search_scores rebuilds it.
         state: dict[str, Any] = super().__getstate__()
         return {**state, "_index": None} if "_index" in state else state
+
+
+def index_rows(X: np.ndarray, **params: Any) -> KNNScorer:
+    """A :class:`KNNScorer` with ``params`` that indexes the rows of X for
+    :meth:`~KNNScorer.kneighbors` only: a memory bank a detector searches but
+    never scores (no training scores, no ``offset_``; ``predict`` is unavailable).
+
+    ``params["n_neighbors"]`` must be an int; it is the default of ``kneighbors``.
+    """
+    search = KNNScorer(**params)
+    search._validate_params()
+    X = search._validate_input(X, reset=True)
+    if not isinstance(search.n_neighbors, numbers.Integral):
+        raise ValueError(f"index_rows needs an int n_neighbors, got {search.n_neighbors!r}.")
+    search.n_neighbors_ = min(int(search.n_neighbors), X.shape[0])
+    search._build(X, check_random_state(search.random_state))
+    return search
