@@ -165,3 +165,10 @@ def test_concurrent_scoring_is_thread_safe(rgb_images):
 def test_too_few_images_named_up_front(rgb_images):
     with pytest.raises(ValueError, match="needs at least 4 training images.*got 2"):
         Transformaly(**TINY, scorer="knn", n_epochs=1).fit(rgb_images[:2])
+
+
+def test_a_one_component_mixture_is_added_as_a_gaussian(rgb_images):
+    X = np.concatenate([rgb_images] * 3)
+    one = Transformaly(**TINY, n_epochs=1, scorer="gmm", n_components=1, random_state=0).fit(X)
+    two = Transformaly(**TINY, n_epochs=1, scorer="gmm", n_components=2, random_state=0).fit(X)
+    assert not one.scorer_.standardize and two.scorer_.standardize

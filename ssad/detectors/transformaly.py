@@ -72,7 +72,8 @@ class TransformalyDetector(ImageDetector):
     ``scorer`` changes the density of the *pretrained* space only, as the
     paper's Tables 4 and 6 do (kNN with ``n_neighbors`` k, or a Gaussian
     mixture of ``n_components``); ``z_f`` always has the paper's Gaussian.
-    When the two densities are not both Gaussians their scores are on
+    When the two densities are not both Gaussians (a one-component mixture
+    is one) their scores are on
     different scales, so each is standardised by the mean and standard
     deviation of its training scores before they are added
     (:class:`~ssad.scoring.SumScorer`).
@@ -219,9 +220,9 @@ class TransformalyDetector(ImageDetector):
       and ``z_p`` is the global-average-pooled final feature map.
     - ``z_f`` uses the squared discrepancy as it is (the reference code negates
       it, which a Gaussian does not see).
-    - ``scorer="knn"`` / ``"gmm"`` standardise each space's score by its
-      training scores before adding them (the paper does not say how it
-      combines a kNN score with a log-likelihood).
+    - ``scorer="knn"`` / ``"gmm"`` (``n_components > 1``) standardise each
+      space's score by its training scores before adding them (the paper
+      does not say how it combines a kNN score with a log-likelihood).
 
     References
     ----------
@@ -369,7 +370,9 @@ class TransformalyDetector(ImageDetector):
         if self.scorer == "gaussian":
             return GaussianScorer(variance=self.variance, whiten=True)
         gmm = GMMOutlierFilter(
-            n_components=[self.n_components], covariance_types=("full",), random_state=0
+            n_components=[self.n_components],
+            covariance_types=("full",),
+            random_state=self.random_state,
         )
         return make_pipeline(PCA(n_components=self.variance, whiten=True, svd_solver="full"), gmm)
 
@@ -380,7 +383,9 @@ class TransformalyDetector(ImageDetector):
             parts.append(("pretrained", self._density("pretrained"), slice(0, d_p)))
         if self.feature_space != "pretrained":
             parts.append(("finetuned", self._density("finetuned"), slice(d_p, None)))
-        return SumScorer(parts, standardize=self.scorer != "gaussian" and len(parts) > 1)
+        # a one-component mixture is a Gaussian: the paper's sum of log-likelihoods
+        gaussian = self.scorer == "gaussian" or (self.scorer == "gmm" and self.n_components == 1)
+        return SumScorer(parts, standardize=not gaussian and len(parts) > 1)
 
     def _min_train_images(self) -> int:
         n_val = (
