@@ -878,6 +878,16 @@ def test_runner_mvtec_pixel_metrics_and_map_plots(tmp_path: Path) -> None:
     assert maps.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_convex_mil_presets_cover_full_mnist() -> None:
+    from ssad.benchmarks import get_preset
+
+    full, subset = get_preset("convex-mil-mnist"), get_preset("convex-mil-mnist-5k")
+    assert full.dataset == "mnist" and full.ratios == (0.02, 0.05, 0.10)
+    assert full.ablations == subset.ablations and full.baselines == subset.baselines
+    with pytest.raises(ValueError, match="root"):
+        next(run_preset("convex-mil-mnist", classes=[0], max_train=4, max_test=4, verbose=0))
+
+
 def test_synthetic_local_and_the_patchcore_preset(tmp_path: Path) -> None:
     preset = available_presets()
     assert "patchcore-synthetic" in preset and "patchcore-efficientnet" in available_estimators()

@@ -377,7 +377,7 @@ for _preset in [
             max_train=300,
             max_test=1000,
         )
-        for data in ("mnist-5k", "fashion-mnist")
+        for data in ("mnist-5k", "mnist", "fashion-mnist")  # mnist: --root DIR
     ],
     Preset(
         "patchcore-synthetic",
