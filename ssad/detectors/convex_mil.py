@@ -288,10 +288,13 @@ class ConvexMILDetector(ImageDetector):
       from leave-one-out training scores (each training image against the
       others), so ``predict`` flags about ``contamination`` of new normal
       images.
-    - **Defaults** of K, C, ``lambda_mean``, ``lambda_rot``, ``batch_size``
-      and the temperature of ``L_mean`` (eq. 7's tau, 0.25 as in MSAD) are
-      this implementation's choices; eq. 6 as printed has no temperature
-      (``convex_temperature=1.0``).
+    - **Defaults** the paper does not give, this implementation's choices:
+      K = 5 batch neighbours (``n_batch_neighbors``), C = 5 convex
+      candidates (``n_convex``), ``lambda_mean = lambda_rot = 1``,
+      ``batch_size=64``, eq. 7's tau = 0.25 (MSAD's), no temperature in
+      eq. 6 (as printed: ``convex_temperature=1.0``), ``L_mean`` from epoch
+      15 of 200 (``mean_shift_start_epoch``) and eqs. 1-4 on the clean
+      images in eval mode (``candidate_view="clean"``).
     - **Rotation-only variant** (the benchmarks' ``rotation-only`` ablation):
       ``use_convex=False, lambda_mean=0, lambda_rot=1``: the encoder learns
       only to predict the rotation of augmented views, and scores with the
