@@ -57,3 +57,17 @@ def test_with_an_image_feature_extractor(rgb_images):
     assert pipe.score_samples(rgb_images[:2]).shape == (2,)
     out = thesis_scores(rgb_images, rgb_images[:3], feats, n_components=4, max_components=2)
     assert out["kmeans"].shape == (3,)
+
+
+def test_the_thesis_example_runs_both_variants(capsys):
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "thesis_pipeline.py"
+    main = runpy.run_path(str(path))["main"]
+    argv = ["--dataset", "digits", "--backbone", "test_resnet", "--image-size", "16"]
+    aurocs = main([*argv, "--n-components", "5", "--n-train", "120", "--n-test", "60"])
+    assert set(aurocs) == {"kmeans", "gmm_filtered_kmeans"}
+    assert all(0.0 <= a <= 1.0 for a in aurocs.values())
+    out = capsys.readouterr().out
+    assert "class 0 (0) held out; 120 training images" in out and "dropped)" in out
