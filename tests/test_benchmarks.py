@@ -888,6 +888,15 @@ def test_the_convex_mil_presets_cover_full_mnist() -> None:
         next(run_preset("convex-mil-mnist", classes=[0], max_train=4, max_test=4, verbose=0))
 
 
+def test_the_transformaly_presets_have_one_block_row_per_student() -> None:
+    from ssad.benchmarks import get_preset
+
+    n = make_estimator("transformaly-efficientnet").n_student_blocks
+    for name in ("transformaly-one-class", "transformaly-leave-one-out"):
+        rows = [r for r in get_preset(name).ablations if r.startswith("block-")]
+        assert rows == [f"block-{j + 1}" for j in range(n)]
+
+
 def test_synthetic_local_and_the_patchcore_preset(tmp_path: Path) -> None:
     preset = available_presets()
     assert "patchcore-synthetic" in preset and "patchcore-efficientnet" in available_estimators()

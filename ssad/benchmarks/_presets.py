@@ -230,20 +230,19 @@ def _block(j: int) -> FromFitted:
     """Student block ``j`` alone: minus its discrepancy (per-block diagnostic)."""
 
     def fn(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
-        if j >= fitted.n_student_blocks:
-            raise ValueError(f"block-{j + 1}: the detector has {fitted.n_student_blocks} blocks.")
         return -Z_score[:, fitted.n_pretrained_features_ + j]
 
     return FromFitted(fn, f"minus the discrepancy of student block {j + 1} alone")
 
 
+_N_BLOCKS = make_estimator("transformaly-efficientnet").n_student_blocks  # a row per student
 _TRANSFORMALY_ROWS: dict[str, Variant | FromFitted] = {
     "pretrained-space": _part("pretrained"),
     "finetuned-space": _part("finetuned"),
     "knn+finetuned": FromFitted(
         _knn_both_spaces, "kNN (k=2) pretrained + Gaussian discrepancies, standardised sums"
     ),
-    **{f"block-{j + 1}": _block(j) for j in range(5)},
+    **{f"block-{j + 1}": _block(j) for j in range(_N_BLOCKS)},
 }
 _CONVEX_MIL_BASELINES: dict[str, Variant | FromFitted] = {
     "knn-pixels-filtered": Variant(estimator="knn-pixels-filtered"),
