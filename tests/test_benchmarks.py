@@ -450,7 +450,14 @@ def test_offline_teachers_are_the_packaged_lite_models(monkeypatch, tmp_path) ->
         features = make_estimator(name)[0]
         assert features.backbone == f"tf_efficientnet_lite{variant}"
         assert features.checkpoint_path == str(tmp_path / f"lite{variant}.safetensors")
-    assert asked == [0, 2]
+    teacher = make_estimator("transformaly-efficientnet-lite2")
+    assert teacher.backbone == "tf_efficientnet_lite2" and teacher.image_size == 64
+    assert teacher.get_params() == {
+        **make_estimator("transformaly-efficientnet").get_params(),
+        "backbone": "tf_efficientnet_lite2",
+        "checkpoint_path": str(tmp_path / "lite2.safetensors"),
+    }
+    assert asked == [0, 2, 2, 0]
 
 
 def test_pixel_features() -> None:
@@ -765,6 +772,17 @@ def test_preset_with_ablations_and_overrides(tmp_path: Path) -> None:
     assert report["estimator"]["splits"][0]["n_train"] <= 80
     with pytest.raises(ValueError, match="no parameter 'n_epochs'"):
         next(run_preset("test-digits", n_epochs=2, verbose=0))
+    # --estimator runs the preset with another method: same rows, the preset's params, new files
+    unwhitened = Pipeline([("pixels", PixelFeatures()), ("gaussian", GaussianScorer(whiten=False))])
+    register_estimator("test-gaussian-unwhitened", lambda: clone(unwhitened), overwrite=True)
+    assert main([*argv, "--estimator", "test-gaussian-unwhitened", "--out", str(tmp_path)]) == 0
+    (other,) = sorted(set(tmp_path.glob("*r0.05*.json")) - set(reports))
+    swapped = json.loads(other.read_text())
+    assert swapped["preset"] == "test-digits"
+    assert swapped["estimator"]["name"] == "test-gaussian-unwhitened"
+    gaussian = swapped["estimator"]["params"]["steps"][1][1]["params"]
+    assert gaussian["whiten"] is False and gaussian["variance"] == 0.8
+    assert [b["name"] for b in swapped["baselines"]] == names[1:]
 
 
 def test_registered_companions_and_fit_params(tmp_path: Path) -> None:

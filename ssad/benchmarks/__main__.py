@@ -42,7 +42,7 @@ def build_parser(prog: str = "python -m ssad.benchmarks") -> argparse.ArgumentPa
     )
     what = p.add_argument_group("what to run: a preset, or an estimator on a data set")
     what.add_argument("--preset", help="a preset (see --list): data, protocol, method, rows")
-    what.add_argument("--estimator", help="a registered estimator (see --list)")
+    what.add_argument("--estimator", help="a registered estimator; with --preset: its method")
     what.add_argument("--dataset", help=f"data set: {', '.join(DATASETS)}")
     what.add_argument("--protocol", choices=PROTOCOLS, default="one-class")
     what.add_argument("--ratio", type=float, default=0.05, help="contamination share")
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
     runs: Iterable[tuple[Any, Any, Any]]
     try:
         if args.preset is not None:
-            runs = run_preset(args.preset, ratios=args.ratios, **common)
+            runs = run_preset(args.preset, ratios=args.ratios, estimator=args.estimator, **common)
         else:
             what = {"protocol": args.protocol, "estimator": args.estimator or "knn-pixels"}
             what.update(ratio=args.ratio, ood_dataset=args.ood_dataset)

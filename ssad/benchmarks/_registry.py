@@ -224,6 +224,10 @@ def _knn_pixels_filtered(random_state: int | None = None) -> Pipeline:
 #: The rotation-only ablation of ConvexMIL: the encoder learns only to predict rotations.
 ROTATION_ONLY = {"use_convex": False, "lambda_mean": 0.0}
 
+#: Transformaly at a CPU budget: an offline EfficientNet-Lite teacher at 64 px, early stopping.
+TRANSFORMALY_CPU: dict[str, Any] = {"n_student_blocks": 5, "image_size": 64, "learning_rate": 1e-3}
+TRANSFORMALY_CPU.update(n_epochs=15, n_iter_no_change=3)
+
 #: ConvexMIL at a CPU budget: a small ResNet from scratch at 32 px, a few epochs.
 CONVEX_MIL_CPU: dict[str, Any] = {
     "backbone": "resnet10t",
@@ -281,17 +285,14 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     ),
     (
         "transformaly-efficientnet",
-        _detector(
-            "TransformalyDetector",
-            lite=0,
-            n_student_blocks=5,
-            image_size=64,
-            learning_rate=1e-3,
-            n_epochs=15,
-            n_iter_no_change=3,
-        ),
+        _detector("TransformalyDetector", lite=0, **TRANSFORMALY_CPU),
         "TransformalyDetector, EfficientNet-Lite0 teacher at 64 px, 5 students, lr 1e-3, "
         "early stopping (patience 3, at most 15 epochs); offline weights",
+    ),
+    (
+        "transformaly-efficientnet-lite2",
+        _detector("TransformalyDetector", lite=2, **TRANSFORMALY_CPU),
+        "transformaly-efficientnet with the EfficientNet-Lite2 teacher; offline weights",
     ),
     (
         "patchcore",

@@ -368,11 +368,11 @@ def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, 
         A preset name (:func:`ssad.benchmarks.available_presets`).
     **overrides
         Keyword arguments of :func:`run_benchmark` that replace the preset's:
-        ``classes``, ``max_train``, ``max_test``, ``image_size``,
-        ``n_epochs``, ``params`` (merged into the preset's), ``seed``,
-        ``root``, ``ood_root``, ``verbose``, ``command``,
-        ``sensitivity_holdout``, ``ratios``, ``out`` and ``overwrite``
-        (every report's file is checked before the first run).
+        ``estimator`` (a registered one of the same kind as the preset's method),
+        ``classes``, ``max_train``, ``max_test``, ``image_size``, ``n_epochs``,
+        ``params`` (merged into the preset's), ``seed``, ``root``, ``ood_root``,
+        ``verbose``, ``command``, ``sensitivity_holdout``, ``ratios``, ``out``
+        and ``overwrite`` (every report's file is checked before the first run).
 
     Yields
     ------
@@ -390,7 +390,7 @@ def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, 
     settings.update({k: v for k, v in overrides.items() if v is not None})
     ratios = settings.pop("ratios", p.ratios) if p.protocol == "contaminated" else (0.05,)
     settings.pop("ratios", None)
-    user = {**{k: overrides.get(k) for k in SETTINGS}, "params": overrides.get("params")}
+    user = {k: overrides.get(k) for k in (*SETTINGS, "params", "estimator")}
     keys: dict[str, Any] = {"seed": settings.get("seed", 0), "classes": overrides.get("classes")}
     contaminated = p.protocol == "contaminated"
     stems = [
@@ -399,10 +399,9 @@ def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, 
     ]
     _refuse_existing(settings.get("out"), stems, settings.get("overwrite"))  # before any run
     settings["params"] = {**p.params, **(settings.get("params") or {})}
-    fixed: dict[str, Any] = {"protocol": p.protocol, "estimator": p.estimator, "name": p.name}
-    fixed.update(
-        ablations=p.ablations, baselines=p.baselines, ood_dataset=p.ood_dataset, preset=p.name
-    )
+    fixed: dict[str, Any] = {"protocol": p.protocol, "name": p.name, "preset": p.name}
+    fixed["estimator"] = settings.pop("estimator", p.estimator)  # in place of the preset's method
+    fixed.update(ablations=p.ablations, baselines=p.baselines, ood_dataset=p.ood_dataset)
     for ratio, stem in zip(ratios, stems):
         yield run_benchmark(p.dataset, ratio=ratio, stem=stem, **fixed, **settings)
 
