@@ -783,6 +783,9 @@ def test_preset_with_ablations_and_overrides(tmp_path: Path) -> None:
     gaussian = swapped["estimator"]["params"]["steps"][1][1]["params"]
     assert gaussian["whiten"] is False and gaussian["variance"] == 0.8
     assert [b["name"] for b in swapped["baselines"]] == names[1:]
+    register_estimator("test-detector", GaussianScorer, overwrite=True)  # not a Pipeline
+    with pytest.raises(ValueError, match="needs a Pipeline as its method; 'test-detector' is"):
+        next(run_preset("test-digits", estimator="test-detector", verbose=0))
 
 
 def test_registered_companions_and_fit_params(tmp_path: Path) -> None:

@@ -392,16 +392,16 @@ def run_preset(name: str, **overrides: Any) -> Iterator[tuple[EvaluationResult, 
     settings.pop("ratios", None)
     user = {k: overrides.get(k) for k in (*SETTINGS, "params", "estimator")}
     keys: dict[str, Any] = {"seed": settings.get("seed", 0), "classes": overrides.get("classes")}
-    contaminated = p.protocol == "contaminated"
-    stems = [
-        report_stem(p.name, ratio=r if contaminated else None, overrides=user, **keys)
-        for r in ratios
-    ]
+    rs = [r if p.protocol == "contaminated" else None for r in ratios]
+    stems = [report_stem(p.name, ratio=r, overrides=user, **keys) for r in rs]
     _refuse_existing(settings.get("out"), stems, settings.get("overwrite"))  # before any run
     settings["params"] = {**p.params, **(settings.get("params") or {})}
+    method, kind = settings.pop("estimator", p.estimator), type(make_estimator(p.estimator))
+    if not isinstance(make_estimator(method), kind):  # the rows read the method's fit
+        raise ValueError(f"{p.name!r} needs a {kind.__name__} as its method; {method!r} is not")
     fixed: dict[str, Any] = {"protocol": p.protocol, "name": p.name, "preset": p.name}
-    fixed["estimator"] = settings.pop("estimator", p.estimator)  # in place of the preset's method
-    fixed.update(ablations=p.ablations, baselines=p.baselines, ood_dataset=p.ood_dataset)
+    fixed.update(estimator=method, ablations=p.ablations, baselines=p.baselines)
+    fixed["ood_dataset"] = p.ood_dataset
     for ratio, stem in zip(ratios, stems):
         yield run_benchmark(p.dataset, ratio=ratio, stem=stem, **fixed, **settings)
 
