@@ -176,11 +176,34 @@ def test_mean_shifted_loss_matches_msad_formula():
     z2 = F.normalize(z1 + 0.3 * torch.randn(4, 5, generator=gen), dim=1)
     c = F.normalize(torch.randn(5, generator=gen), dim=0)
     contrastive, angular = _msad_reference(z1, z2, c)
-    no_angular = mean_shifted_loss(z1, z2, c, angular=False).item()
+    no_angular = mean_shifted_loss(z1, z2, c, angular=0.0).item()
     assert no_angular == pytest.approx(contrastive, rel=1e-5)
     assert mean_shifted_loss(z1, z2, c).item() == pytest.approx(contrastive + angular, rel=1e-5)
-    # the angular term is 2 - 2 cos(z, c) per view for unit vectors
+    weighted = mean_shifted_loss(z1, z2, c, angular=0.25).item()
+    assert weighted == pytest.approx(contrastive + 0.25 * angular, rel=1e-5)
+    # the angular term is 2 - 2 cos(z, c) per view for unit vectors, so at weight 0.25 it
+    # is eq. 7 as printed, -z^T c averaged over the 2b views, plus a constant 1
     assert angular == pytest.approx(float((2 - 2 * z1 @ c).mean() + (2 - 2 * z2 @ c).mean()))
+    printed = -float((torch.cat([z1, z2]) @ c).mean())
+    assert 0.25 * angular == pytest.approx(1 + printed, rel=1e-5)
+
+
+def test_the_detector_weights_the_angular_term(small_images, monkeypatch):
+    weights = []
+    original = mil_module.mean_shifted_loss
+
+    def spy(z1, z2, center, **kwargs):
+        weights.append(kwargs["angular"])
+        return original(z1, z2, center, **kwargs)
+
+    monkeypatch.setattr(cmil_module, "mean_shifted_loss", spy)
+    params = {**TINY, "n_epochs": 2, "batch_size": 4, "mean_shift_start_epoch": 1}
+    det = ConvexMILDetector(**params, mean_shift_angular=0.0, random_state=0).fit(small_images)
+    assert weights == [0.0, 0.0]  # epoch 1, two steps
+    default = ConvexMILDetector(**params, random_state=0).fit(small_images)
+    assert weights[2:] == [1.0, 1.0]
+    assert det.loss_curve_[0] == default.loss_curve_[0]  # no L_mean in epoch 0
+    assert det.loss_curve_[1] < default.loss_curve_[1]  # the centre term adds a positive loss
 
 
 # -- the detector ---------------------------------------------------------------------------

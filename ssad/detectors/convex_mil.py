@@ -147,6 +147,14 @@ class ConvexMILDetector(ImageDetector):
         trains from scratch).  ``"fixed"``: the first such centre, that of
         the epoch before ``L_mean`` starts, kept to the end, as MSAD keeps
         the centre of its pretrained encoder (see Notes).
+    mean_shift_angular : float >= 0, default=1.0
+        Weight of the angular centre term of ``L_mean`` (eq. 7's second
+        term, which pulls every embedding towards the centre), in the form
+        of MSAD's code: ``||z1 - c||^2 + ||z2 - c||^2``.  1.0 as MSAD's
+        ``--angular`` option, 0.25 is eq. 7 as printed, 0 leaves the
+        mean-shifted contrastive term alone (MSAD's default).  See
+        :func:`ssad.nn.mil.mean_shifted_loss` and, for its effect under
+        contamination, the ConvexMIL guide.
     n_epochs : int, default=200
         Training epochs (paper: 200).
     warmup_epochs : int, default=10
@@ -259,8 +267,10 @@ class ConvexMILDetector(ImageDetector):
       comparison).
     - **L_mean** (eqs. 7-8): NT-Xent at temperature 0.25 on the mean-shifted
       views ``(z - c) / ||z - c||`` plus ``||z1 - c||^2 + ||z2 - c||^2`` (as
-      MSAD's code).  MSAD computes the centre ``c`` once from a pretrained
-      encoder, in the eval mode it also trains in; here the encoder may start
+      MSAD's code with its ``--angular`` option; MSAD's default leaves this
+      centre term out), weighted by ``mean_shift_angular``.  MSAD computes
+      the centre ``c`` once from a pretrained encoder, in the eval mode it
+      also trains in; here the encoder may start
       from scratch, so ``c`` follows it: it is the normalised mean of the
       previous epoch's training-view embeddings ``z1`` (and ``z2``), the very
       views and mode the loss shifts.  ``L_mean`` is off before
@@ -345,6 +355,7 @@ class ConvexMILDetector(ImageDetector):
         "use_convex": ["boolean"],
         "mean_shift_start_epoch": [Interval(numbers.Integral, 0, None, closed="left")],
         "mean_shift_center": [StrOptions({"running", "fixed"})],
+        "mean_shift_angular": [Interval(numbers.Real, 0, None, closed="left")],
         "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
@@ -373,6 +384,7 @@ class ConvexMILDetector(ImageDetector):
         use_convex: bool = True,
         mean_shift_start_epoch: int = 15,
         mean_shift_center: str = "running",
+        mean_shift_angular: float = 1.0,
         n_epochs: int = 200,
         warmup_epochs: int = 10,
         batch_size: int = 64,
@@ -404,6 +416,7 @@ class ConvexMILDetector(ImageDetector):
         self.use_convex = use_convex
         self.mean_shift_start_epoch = mean_shift_start_epoch
         self.mean_shift_center = mean_shift_center
+        self.mean_shift_angular = mean_shift_angular
         self.n_epochs = n_epochs
         self.warmup_epochs = warmup_epochs
         self.batch_size = batch_size
@@ -604,7 +617,8 @@ class ConvexMILDetector(ImageDetector):
             abnormal = candidates.abnormal
             loss = loss + convex(z1, z2, candidates=candidates)
         if center is not None:
-            loss = loss + self.lambda_mean * mean_shifted_loss(z1, z2, center)
+            ms = mean_shifted_loss(z1, z2, center, angular=self.mean_shift_angular)
+            loss = loss + self.lambda_mean * ms
         if self.rotation_head_ is not None:
             logits = self.rotation_head_(h[: N_ROTATIONS * b]).float()
             labels = torch.arange(N_ROTATIONS, device=logits.device).repeat_interleave(b)

@@ -16,7 +16,7 @@ with the equation numbers of the paper:
 :class:`ConvexMILLoss`                 eqs. 1-6 on one batch (eq. 6 with a convex
                                        or an instance anchor)
 :func:`mean_shifted_loss`              eqs. 7-8: mean-shifted contrastive loss
-                                       and angular centre loss (MSAD [2]_)
+                                       and (weighted) angular centre loss (MSAD [2]_)
 =====================================  ==========================================
 
 Nothing here needs gradients through the selection: similarities, scores and
@@ -426,18 +426,22 @@ def mean_shifted_loss(
     center: torch.Tensor,
     *,
     temperature: float = 0.25,
-    angular: bool = True,
+    angular: float = 1.0,
 ) -> torch.Tensor:
     """Mean-shifted contrastive loss with the angular centre loss (eqs. 7-8; MSAD).
 
     The L2-normalised embeddings of two views are shifted by the (unit)
     centre ``c`` of the training embeddings and normalised again,
-    ``u = (z - c) / ||z - c||``; eq. 7 is the NT-Xent loss on ``u`` over the
-    ``2b`` views (the other view of the same image is the positive, every
-    other view a negative; temperature 0.25 as in MSAD).  Eq. 8, the angular
-    centre loss, adds ``mean ||z1 - c||^2 + mean ||z2 - c||^2`` (as the MSAD
-    code does; ``= 2 - 2 cos(z, c)`` per view for unit ``z`` and ``c``), which
-    pulls the embeddings towards the centre.
+    ``u = (z - c) / ||z - c||`` (eq. 8); the first term of eq. 7 is the
+    NT-Xent loss on ``u`` over the ``2b`` views (the other view of the same
+    image is the positive, every other view a negative; temperature 0.25 as
+    in MSAD).  Its second term, the angular centre loss, pulls the
+    embeddings towards the centre; it is added as MSAD's code does with its
+    ``--angular`` option (off by default there), ``angular * (mean
+    ||z1 - c||^2 + mean ||z2 - c||^2)``, which is ``2 - 2 cos(z, c)`` per
+    view for unit ``z`` and ``c``.  At ``angular=1`` that is four times eq. 7
+    as printed, ``-z^T c`` averaged over the ``2b`` views like the
+    contrastive term; ``angular=0.25`` is eq. 7 as printed.
 
     Parameters
     ----------
@@ -447,8 +451,9 @@ def mean_shifted_loss(
         Unit-norm mean of the training embeddings.
     temperature : float, default=0.25
         NT-Xent temperature (MSAD's value).
-    angular : bool, default=True
-        Add the angular centre term (eq. 8).
+    angular : float >= 0, default=1.0
+        Weight of the angular centre term; 0 leaves the mean-shifted
+        contrastive term alone (MSAD's default), 0.25 is eq. 7 as printed.
 
     Returns
     -------
@@ -464,5 +469,5 @@ def mean_shifted_loss(
     target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(u.device)
     loss = F.cross_entropy(logits, target)
     if angular:
-        loss = loss + (d1**2).sum(dim=1).mean() + (d2**2).sum(dim=1).mean()
+        loss = loss + angular * ((d1**2).sum(dim=1).mean() + (d2**2).sum(dim=1).mean())
     return loss
