@@ -301,7 +301,9 @@ class ConvexMILDetector(ImageDetector):
     - **Defaults** the paper does not give, this implementation's choices:
       K = 5 batch neighbours (``n_batch_neighbors``), C = 5 convex
       candidates (``n_convex``), ``lambda_mean = lambda_rot = 1``,
-      ``batch_size=64``, eq. 7's tau = 0.25 (MSAD's), no temperature in
+      ``batch_size=64``, eq. 7's tau = 0.25 (MSAD's), eq. 7's centre term
+      in the form of MSAD's code at weight 1 (``mean_shift_angular=1``,
+      four times the term as printed), no temperature in
       eq. 6 (as printed: ``convex_temperature=1.0``), ``L_mean`` from epoch
       15 of 200 (``mean_shift_start_epoch``) and eqs. 1-4 on the clean
       images in eval mode (``candidate_view="clean"``).
