@@ -357,6 +357,36 @@ def test_memory_neighbors_sets_k_of_the_memory_filter():
         clone(det).set_params(memory_neighbors=7).fit(X[:7])
 
 
+def test_projection_head_carries_the_contrastive_terms(small_images, monkeypatch):
+    initial = []
+    build = ConvexMILDetector._projection_head
+
+    def spy(self, n_features):
+        head = build(self, n_features)
+        initial.append({k: v.clone() for k, v in head.state_dict().items()})
+        return head
+
+    monkeypatch.setattr(ConvexMILDetector, "_projection_head", spy)
+    det, centres = _fit_recording_centres(monkeypatch, small_images, n_epochs=2, projection_dim=8)
+    head = det.projection_head_
+    assert [type(m) for m in head] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]
+    assert (head[0].in_features, head[2].out_features) == (96, 8)
+    # L_mean and its centre live in the head's space, on unit vectors ...
+    _, z1, _ = centres[0]
+    assert z1.shape == (4, 8) and det.center_.shape == (8,)
+    torch.testing.assert_close(z1.norm(dim=1), torch.ones(4))
+    # ... which L_conv and L_mean trained (lambda_rot=0 here), while the score
+    # still reads the pooled features (eq. 11)
+    assert not torch.allclose(head[2].weight, initial[0]["2.weight"])
+    assert det.transform(small_images[:2]).shape == (2, 96)
+    restored = pickle.loads(pickle.dumps(det))
+    torch.testing.assert_close(restored.projection_head_[2].weight, head[2].weight)
+    np.testing.assert_allclose(
+        restored.score_samples(small_images), det.score_samples(small_images), atol=1e-6
+    )
+    assert ConvexMILDetector().projection_dim is None  # the paper's Z = f(X)
+
+
 def test_variants_and_pickle(small_images):
     rotation_only = ConvexMILDetector(
         **TINY, n_epochs=1, batch_size=4, use_convex=False, lambda_mean=0.0, random_state=0

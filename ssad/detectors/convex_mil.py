@@ -140,6 +140,15 @@ class ConvexMILDetector(ImageDetector):
         Include ``L_conv``; False for the ablations.
     mean_shift_start_epoch : int, default=15
         First (0-based) epoch with ``L_mean`` (paper: 15).
+    projection_dim : int or None, default=None
+        None: ``L_conv``, ``L_mean`` and the candidate sets (eqs. 1-8) work
+        on the normalised pooled features themselves, as the paper writes
+        ``Z = f(X)``.  An int puts CSI's projection head between them (a
+        two-layer MLP, ``Linear(d, d)``, ReLU, ``Linear(d, projection_dim)``;
+        CSI uses 128), so the contrastive terms shape the head's output and
+        reach the encoder through it; the rotation head and the score
+        (eq. 11) still read the pooled features.  Not in the paper (see
+        Notes).
     mean_shift_center : {"running", "fixed"}, default="running"
         The centre ``c`` of ``L_mean``.  ``"running"``: the normalised mean of
         the previous epoch's training-view embeddings, updated every epoch
@@ -192,14 +201,17 @@ class ConvexMILDetector(ImageDetector):
         The trained backbone (no classifier).
     rotation_head_ : torch.nn.Linear or None
         The rotation classifier ``g`` (None when ``lambda_rot == 0``).
+    projection_head_ : torch.nn.Sequential or None
+        The projection head of ``projection_dim`` (None without it).
     preprocessor_ : ssad._images.Preprocessor
         Resize / normalisation from the backbone's data config.
     scorer_ : ssad.scoring.KNNScorer or ssad.scoring.FilteredFit
         Cosine kNN (``k = 1``) on the training embeddings (behind the memory
         filter when ``memory_filter`` is set).
-    center_ : ndarray of shape (n_features,) or None
+    center_ : ndarray of shape (n_features,) or (projection_dim,), or None
         Unit-norm centre used by ``L_mean`` in the last epoch (None when
-        ``L_mean`` never ran).
+        ``L_mean`` never ran), in the projection head's space when there is
+        one.
     abnormal_candidates_ : ndarray of shape (n_train,), dtype bool
         The training images placed in an abnormal candidate set during the
         last epoch (all False without ``L_conv``); with known contamination
@@ -229,7 +241,13 @@ class ConvexMILDetector(ImageDetector):
       has the ImageNet stem (7x7 stride-2 convolution and max-pool), not the
       3x3 CIFAR stem of CSI's ResNet-18, so at 32 px its last feature map is
       1x1.  ``z`` is the pooled feature (global average pooling; the class
-      token for ViTs) divided by its norm; there is no projection head.
+      token for ViTs) divided by its norm; there is no projection head by
+      default, as the paper writes ``Z = f(X)``.  CSI, whose parts the
+      method takes, contrasts the output of a projection head (a two-layer
+      MLP to 128 dimensions) and keeps the rotation head on the pooled
+      features; ``projection_dim`` does the same for ``L_conv``,
+      ``L_mean`` and eqs. 1-4, while eq. 11 still scores the pooled
+      features.
     - **Views.** Random resized crop (scale 0.08-1, CSI's default), horizontal
       flip, colour jitter (0.4, 0.4, 0.4, 0.1 with p=0.8) and grayscale
       (p=0.2), drawn independently per image (paper section 4.1).  Each
@@ -358,6 +376,7 @@ class ConvexMILDetector(ImageDetector):
         "mean_shift_start_epoch": [Interval(numbers.Integral, 0, None, closed="left")],
         "mean_shift_center": [StrOptions({"running", "fixed"})],
         "mean_shift_angular": [Interval(numbers.Real, 0, None, closed="left")],
+        "projection_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
@@ -387,6 +406,7 @@ class ConvexMILDetector(ImageDetector):
         mean_shift_start_epoch: int = 15,
         mean_shift_center: str = "running",
         mean_shift_angular: float = 1.0,
+        projection_dim: int | None = None,
         n_epochs: int = 200,
         warmup_epochs: int = 10,
         batch_size: int = 64,
@@ -419,6 +439,7 @@ class ConvexMILDetector(ImageDetector):
         self.mean_shift_start_epoch = mean_shift_start_epoch
         self.mean_shift_center = mean_shift_center
         self.mean_shift_angular = mean_shift_angular
+        self.projection_dim = projection_dim
         self.n_epochs = n_epochs
         self.warmup_epochs = warmup_epochs
         self.batch_size = batch_size
@@ -437,7 +458,23 @@ class ConvexMILDetector(ImageDetector):
         modules: dict[str, nn.Module] = {"encoder_": encoder}
         if self.lambda_rot > 0:
             modules["rotation_head_"] = nn.Linear(_n_features(encoder), N_ROTATIONS)
+        if self.projection_dim is not None:
+            modules["projection_head_"] = self._projection_head(_n_features(encoder))
         return modules
+
+    def _projection_head(self, n_features: int) -> nn.Sequential:
+        """CSI's projection head (its ``simclr_layer``): Linear, ReLU, Linear."""
+        return nn.Sequential(
+            nn.Linear(n_features, n_features),
+            nn.ReLU(),
+            nn.Linear(n_features, int(self.projection_dim)),  # type: ignore[arg-type]
+        )
+
+    def _project(self, h: torch.Tensor) -> torch.Tensor:
+        """Unit vectors the contrastive terms and eqs. 1-4 work on."""
+        if self.projection_head_ is not None:
+            h = self.projection_head_(h)
+        return F.normalize(h.float(), dim=1)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, unnormalised features of a float batch in [0, 1] (differentiable)."""
@@ -499,6 +536,10 @@ class ConvexMILDetector(ImageDetector):
         self.rotation_head_: nn.Linear | None = None
         if self.lambda_rot > 0:
             self.rotation_head_ = nn.Linear(_n_features(encoder), N_ROTATIONS).to(self.device_)
+        self.projection_head_: nn.Sequential | None = None
+        if self.projection_dim is not None:
+            head = self._projection_head(_n_features(encoder))
+            self.projection_head_ = head.to(self.device_)
         self.center_: np.ndarray | None = None
         self.loss_curve_: list[float] = []
         self._train(X, rng)
@@ -507,6 +548,8 @@ class ConvexMILDetector(ImageDetector):
         module = nn.ModuleDict({"encoder": self.encoder_})
         if self.rotation_head_ is not None:
             module["rotation_head"] = self.rotation_head_
+        if self.projection_head_ is not None:
+            module["projection_head"] = self.projection_head_
         n, bs = len(X), self.batch_size
         n_steps = steps_per_epoch(n, bs, drop_last=True)
         lr_schedule = cosine_schedule(
@@ -605,14 +648,14 @@ class ConvexMILDetector(ImageDetector):
         if two_views:
             parts.append(views(batch))
         h = self._features(torch.cat(parts))
-        z = F.normalize(h.float(), dim=1)
-        z1, z2 = z[:b], z[-b:]
+        z1 = self._project(h[:b])
+        z2 = self._project(h[-b:]) if two_views else z1
         loss = z1.sum() * 0.0  # keeps the graph when no term is active this epoch
         abnormal = None
         if self.use_convex:
             if self.candidate_view == "clean":  # eqs. 1-4 on the clean images, eval mode
                 with evaluating(self.encoder_):
-                    selection = F.normalize(self._features(batch).float(), dim=1)
+                    selection = self._project(self._features(batch))
             else:
                 selection = z1
             candidates = convex.candidates(selection)
