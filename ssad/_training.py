@@ -262,7 +262,9 @@ def train(
         Resampling used when loading at ``image_size``.
     lr_schedule, weight_decay_schedule : callable, optional
         Global step -> value for every parameter group (``weight_decay`` only
-        for groups whose ``weight_decay`` is non-zero).
+        for groups whose ``weight_decay`` is non-zero).  A group with an
+        ``"lr_scale"`` entry gets ``lr_schedule(step) * lr_scale`` (e.g. a
+        pretrained encoder at a tenth of its heads' learning rate).
     clip_grad_norm : float, optional
         Clip the global gradient norm to this value.
     before_step : callable, optional
@@ -472,6 +474,6 @@ def _apply_schedules(
 ) -> None:
     for group in optimizer.param_groups:
         if lr_schedule is not None:
-            group["lr"] = lr_schedule(step)
+            group["lr"] = lr_schedule(step) * group.get("lr_scale", 1.0)
         if weight_decay_schedule is not None and group.get("weight_decay", 0.0) != 0.0:
             group["weight_decay"] = weight_decay_schedule(step)

@@ -424,3 +424,30 @@ def test_nothing_to_train(small_images):
         det.fit(small_images)
     with pytest.raises(ValueError, match="'batch_size' parameter"):
         ConvexMILDetector(**TINY, batch_size=1).fit(small_images)
+
+
+def test_encoder_learns_at_its_fraction_of_the_learning_rate(small_images, monkeypatch):
+    rates: list[list[float]] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        rates.append([group["lr"] for group in self.param_groups])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    ConvexMILDetector(
+        **TINY,
+        n_epochs=2,
+        warmup_epochs=1,
+        batch_size=4,
+        learning_rate=1e-3,
+        encoder_lr_scale=0.1,
+        projection_dim=4,
+        random_state=0,
+    ).fit(small_images)
+    rates_ = np.array(rates)  # one row per step: encoder, rotation head, projection head
+    assert rates_.shape == (4, 3)
+    # the schedule (warm-up, cosine) is shared; the encoder gets a tenth of it
+    np.testing.assert_allclose(rates_[:, 0], 0.1 * rates_[:, 1])
+    np.testing.assert_array_equal(rates_[:, 1], rates_[:, 2])
+    assert rates_[:, 1].max() > 0 and ConvexMILDetector().encoder_lr_scale == 1.0

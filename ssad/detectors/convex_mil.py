@@ -179,6 +179,13 @@ class ConvexMILDetector(ImageDetector):
         calling process.  Arrays, tensors and PIL images are not affected.
     learning_rate : float, default=1e-3
         Peak Adam learning rate (paper: 1e-3).
+    encoder_lr_scale : float in (0, 1], default=1.0
+        The encoder's learning rate as a fraction of ``learning_rate`` (the
+        heads keep ``learning_rate``); below 1 a pretrained encoder moves
+        less while the rotation and projection heads, trained from scratch,
+        learn at the full rate.  Mean-Shifted CL adapts its pretrained
+        encoder at a small learning rate (SGD, 1e-5); 1.0 is the paper's
+        single learning rate.
     image_size : int or (int, int), default=32
         Input size (the paper's CIFAR / MNIST resolution); None takes the
         backbone's timm data config.
@@ -381,6 +388,7 @@ class ConvexMILDetector(ImageDetector):
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "encoder_lr_scale": [Interval(numbers.Real, 0, 1, closed="right")],
     }
 
     def __init__(
@@ -412,6 +420,7 @@ class ConvexMILDetector(ImageDetector):
         batch_size: int = 64,
         num_workers: int = 0,
         learning_rate: float = 1e-3,
+        encoder_lr_scale: float = 1.0,
         image_size: int | tuple[int, int] | None = 32,
         contamination: str | float = "auto",
         device: str | torch.device = "auto",
@@ -445,6 +454,7 @@ class ConvexMILDetector(ImageDetector):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.learning_rate = learning_rate
+        self.encoder_lr_scale = encoder_lr_scale
         self.image_size = image_size
         self.contamination = contamination
         self.device = device
@@ -605,9 +615,7 @@ class ConvexMILDetector(ImageDetector):
             module,
             loss_fn,
             X,
-            optimizer=torch.optim.Adam(
-                [p for p in module.parameters() if p.requires_grad], lr=self.learning_rate
-            ),
+            optimizer=torch.optim.Adam(self._param_groups(module), lr=self.learning_rate),
             n_epochs=self.n_epochs,
             batch_size=bs,
             num_workers=self.num_workers,
@@ -628,6 +636,15 @@ class ConvexMILDetector(ImageDetector):
         # under torchrun each process marked the candidates of its share of the batches
         marks = torch.from_numpy(self.abnormal_candidates_.astype(np.float64))
         self.abnormal_candidates_ = all_reduce_sum(marks).numpy() > 0
+
+    def _param_groups(self, module: nn.ModuleDict) -> list[dict[str, Any]]:
+        """The encoder's trainable parameters at ``encoder_lr_scale``, the heads' at 1."""
+        groups = []
+        for name, part in module.items():
+            scale = self.encoder_lr_scale if name == "encoder" else 1.0
+            params = [p for p in part.parameters() if p.requires_grad]
+            groups.append({"params": params, "lr": self.learning_rate * scale, "lr_scale": scale})
+        return [g for g in groups if g["params"]]
 
     def _loss(
         self,
