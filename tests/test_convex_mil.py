@@ -451,3 +451,21 @@ def test_encoder_learns_at_its_fraction_of_the_learning_rate(small_images, monke
     np.testing.assert_allclose(rates_[:, 0], 0.1 * rates_[:, 1])
     np.testing.assert_array_equal(rates_[:, 1], rates_[:, 2])
     assert rates_[:, 1].max() > 0 and ConvexMILDetector().encoder_lr_scale == 1.0
+
+
+def test_crop_scale_sets_the_views(small_images, monkeypatch):
+    scales = []
+    crop = cmil_module.RandomResizedCrop
+
+    def spy(size, scale):
+        scales.append(scale)
+        return crop(size, scale=scale)
+
+    monkeypatch.setattr(cmil_module, "RandomResizedCrop", spy)
+    ConvexMILDetector(**TINY, n_epochs=1, batch_size=4, crop_scale=[0.2, 1.0]).fit(small_images)
+    assert scales == [(0.2, 1.0)]
+    assert ConvexMILDetector().crop_scale == (0.08, 1.0)  # the paper's inception crop
+    with pytest.raises(
+        ValueError, match=r"'crop_scale' parameter of ConvexMILDetector .*\(0.5, 0.1\)"
+    ):
+        ConvexMILDetector(**TINY, crop_scale=(0.5, 0.1)).fit(small_images)

@@ -40,6 +40,15 @@ class ViewTransform:
         return f"{type(self).__name__}({fields})"
 
 
+def check_crop_scale(scale: Sequence[float], name: str, owner: str) -> None:
+    """Raise ValueError unless ``scale`` is an area share ``(low, high)``, 0 < low <= high <= 1."""
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(
+            f"The {name!r} parameter of {owner} must be a pair (low, high) with "
+            f"0 < low <= high <= 1. Got {scale!r} instead."
+        )
+
+
 def _chosen(x: torch.Tensor, p: float) -> torch.Tensor:
     return torch.rand(x.shape[0], device=x.device) < p
 

@@ -23,6 +23,7 @@ from ssad.augment._views import (
     RandomGrayscale,
     RandomHorizontalFlip,
     RandomResizedCrop,
+    check_crop_scale,
 )
 from ssad.backbones import create_backbone, data_config, freeze_early_layers
 from ssad.detectors._base import ImageDetector
@@ -177,6 +178,10 @@ class ConvexMILDetector(ImageDetector):
         many :class:`torch.utils.data.DataLoader` worker processes, ahead of
         the model, while training and embedding; 0 decodes them in the
         calling process.  Arrays, tensors and PIL images are not affected.
+    crop_scale : (float, float), default=(0.08, 1.0)
+        Area share of the random resized crops of the training views (the
+        paper's inception crop; Mean-Shifted CL, which adapts a pretrained
+        encoder, crops (0.2, 1.0)).
     learning_rate : float, default=1e-3
         Peak Adam learning rate (paper: 1e-3).
     encoder_lr_scale : float in (0, 1], default=1.0
@@ -255,7 +260,7 @@ class ConvexMILDetector(ImageDetector):
       features; ``projection_dim`` does the same for ``L_conv``,
       ``L_mean`` and eqs. 1-4, while eq. 11 still scores the pooled
       features.
-    - **Views.** Random resized crop (scale 0.08-1, CSI's default), horizontal
+    - **Views.** Random resized crop (``crop_scale``: 0.08-1, CSI's default), horizontal
       flip, colour jitter (0.4, 0.4, 0.4, 0.1 with p=0.8) and grayscale
       (p=0.2), drawn independently per image (paper section 4.1).  Each
       image gets up to five views per step: its four rotations, each
@@ -389,6 +394,7 @@ class ConvexMILDetector(ImageDetector):
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "encoder_lr_scale": [Interval(numbers.Real, 0, 1, closed="right")],
+        "crop_scale": [tuple, list],
     }
 
     def __init__(
@@ -415,6 +421,7 @@ class ConvexMILDetector(ImageDetector):
         mean_shift_center: str = "running",
         mean_shift_angular: float = 1.0,
         projection_dim: int | None = None,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
         n_epochs: int = 200,
         warmup_epochs: int = 10,
         batch_size: int = 64,
@@ -449,6 +456,7 @@ class ConvexMILDetector(ImageDetector):
         self.mean_shift_center = mean_shift_center
         self.mean_shift_angular = mean_shift_angular
         self.projection_dim = projection_dim
+        self.crop_scale = crop_scale
         self.n_epochs = n_epochs
         self.warmup_epochs = warmup_epochs
         self.batch_size = batch_size
@@ -522,6 +530,7 @@ class ConvexMILDetector(ImageDetector):
         return max(2, self.n_batch_neighbors + 1)
 
     def _check_objective(self) -> None:
+        check_crop_scale(self.crop_scale, "crop_scale", "ConvexMILDetector")
         mean_shift_runs = self.lambda_mean > 0 and self.mean_shift_start_epoch < self.n_epochs
         if not (self.use_convex or self.lambda_rot > 0 or mean_shift_runs):
             raise ValueError(
@@ -570,7 +579,7 @@ class ConvexMILDetector(ImageDetector):
         )
         views = Compose(
             [
-                RandomResizedCrop(self.preprocessor_.size, scale=(0.08, 1.0)),
+                RandomResizedCrop(self.preprocessor_.size, scale=tuple(self.crop_scale)),
                 RandomHorizontalFlip(0.5),
                 ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
                 RandomGrayscale(0.2),

@@ -22,6 +22,7 @@ from ssad.augment import (
     ViewTransform,
     make_shifting_transform,
 )
+from ssad.augment._views import check_crop_scale
 from ssad.backbones import create_backbone, data_config
 from ssad.base import BaseDetector
 from ssad.detectors._base import ImageDetector
@@ -551,12 +552,7 @@ class SelfDistillNegDetector(ImageDetector):
 
     def _check_params(self, X_aux: Any) -> ImageSet | None:
         for name in ("global_crop_scale", "local_crop_scale"):
-            scale = getattr(self, name)
-            if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-                raise ValueError(
-                    f"The {name!r} parameter of SelfDistillNegDetector must be a pair "
-                    f"(low, high) with 0 < low <= high <= 1. Got {scale!r} instead."
-                )
+            check_crop_scale(getattr(self, name), name, "SelfDistillNegDetector")
         if self.weight_decay == 0 and self.weight_decay_end != 0:
             raise ValueError(
                 "weight_decay=0 cannot be scheduled to weight_decay_end="
