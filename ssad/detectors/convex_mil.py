@@ -577,9 +577,10 @@ class ConvexMILDetector(ImageDetector):
             total_steps=self.n_epochs * n_steps,
             warmup_steps=self.warmup_epochs * n_steps,
         )
+        low, high = self.crop_scale
         views = Compose(
             [
-                RandomResizedCrop(self.preprocessor_.size, scale=tuple(self.crop_scale)),
+                RandomResizedCrop(self.preprocessor_.size, scale=(float(low), float(high))),
                 RandomHorizontalFlip(0.5),
                 ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
                 RandomGrayscale(0.2),
