@@ -30,8 +30,9 @@ class TorchStateMixin:
     which creates the fitted modules' architecture (no pretrained weights)
     from the estimator's parameters and fitted attributes.  Every attribute
     that holds an ``nn.Module`` at pickling time is stored as a CPU state
-    dict; on unpickling the modules are rebuilt, the weights loaded, and the
-    modules moved to ``device_`` (or the CPU when that device is missing).
+    dict; on unpickling the modules are rebuilt (without touching the global
+    torch RNG), the weights loaded, and the modules moved to ``device_`` (or
+    the CPU when that device is missing).
     """
 
     def _build_modules(self) -> dict[str, nn.Module]:  # pragma: no cover - abstract
@@ -57,7 +58,8 @@ class TorchStateMixin:
             logger.warning("Device %s is not available here; the estimator runs on cpu.", device)
             device = torch.device("cpu")
             self.device_ = device
-        built = self._build_modules()
+        with torch.random.fork_rng(devices=[]):  # architecture only: leave the global RNG alone
+            built = self._build_modules()
         for key, sd in module_states.items():
             module = built[key]
             module.load_state_dict(sd)

@@ -110,7 +110,12 @@ def cosine_schedule(
     """Linear warm-up from ``start_warmup`` to ``base``, then cosine decay to ``final``.
 
     Returns a function of the global step (as in DINO's ``cosine_scheduler``).
+    The warm-up takes at most ``total_steps - 1`` steps, so the schedule
+    always reaches ``base``: a fit whose warm-up would outlast it still takes
+    its last step at the peak (and a fit of one step is not taken at
+    ``start_warmup``, typically 0).
     """
+    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
 
     def value(step: int) -> float:
         if step < warmup_steps:
@@ -287,8 +292,8 @@ def train(
         gradients) is recorded, and the weights of the best epoch are restored
         at the end.
     n_iter_no_change : int, optional
-        With ``validation_images``: stop early once the validation loss has
-        not improved for this many epochs (scikit-learn's name for patience).
+        Stop early once the validation loss has not improved for this many
+        epochs (scikit-learn's name for patience); needs ``validation_images``.
     drop_last : bool, default=False
         Drop the last incomplete batch of each epoch (when there is more than one).
     pass_indices : bool, default=False
@@ -311,9 +316,10 @@ def train(
     Raises
     ------
     FloatingPointError
-        When the loss becomes NaN or infinite.
+        When the training or validation loss becomes NaN or infinite.
     ValueError
-        Under ``torchrun``, when there are fewer images than processes.
+        Under ``torchrun``, when there are fewer images than processes; when
+        ``n_iter_no_change`` comes without ``validation_images``.
 
     Notes
     -----
@@ -327,6 +333,11 @@ def train(
     random views from its own torch generator (seeded from ``rng`` and the
     rank), so the processes do not crop their images alike.
     """
+    if n_iter_no_change is not None and validation_images is None:
+        raise ValueError(
+            f"n_iter_no_change={n_iter_no_change} stops on the validation loss; pass "
+            "validation_images too."
+        )
     result = TrainResult()
     n = len(images)
     world, rank = _distributed.world_size(), _distributed.rank()
@@ -419,6 +430,11 @@ def train(
             if validation_images is not None:
                 module.eval()
                 val = _mean_loss(loss_fn, validation_images, batch_size, load, device, precision)
+                if not math.isfinite(val):
+                    raise FloatingPointError(
+                        f"The validation loss is {val} after epoch {epoch}; try a lower "
+                        "learning_rate or precision='float32'."
+                    )
                 result.validation_curve.append(val)
                 if val < best_loss:
                     best_loss, result.best_epoch = val, epoch
@@ -426,11 +442,7 @@ def train(
             result.n_epochs = epoch + 1
             if rank == 0:
                 logger.debug("%s epoch %d: loss %.5g", desc, epoch, result.loss_curve[-1])
-            if (
-                n_iter_no_change is not None
-                and validation_images is not None
-                and epoch - result.best_epoch >= n_iter_no_change
-            ):
+            if n_iter_no_change is not None and epoch - result.best_epoch >= n_iter_no_change:
                 if rank == 0:
                     logger.info(
                         "%s: validation loss has not improved for %d epochs; stopped after "

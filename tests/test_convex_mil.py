@@ -287,7 +287,13 @@ def test_candidates_come_from_clean_images_in_eval_mode(small_images, monkeypatc
 
     monkeypatch.setattr(mil_module.ConvexMILLoss, "candidates", spy)
     det = ConvexMILDetector(
-        **TINY, n_epochs=1, batch_size=8, lambda_rot=0.0, lambda_mean=0.0, random_state=0
+        **TINY,
+        n_epochs=1,
+        batch_size=8,
+        lambda_rot=0.0,
+        lambda_mean=0.0,
+        learning_rate=1e-12,  # the one step leaves the encoder as it embedded the batch
+        random_state=0,
     ).fit(small_images)
     assert len(seen) == 1
     # the selection is the eval-mode embedding of the clean batch (the shuffled order)
@@ -424,6 +430,31 @@ def test_nothing_to_train(small_images):
         det.fit(small_images)
     with pytest.raises(ValueError, match="'batch_size' parameter"):
         ConvexMILDetector(**TINY, batch_size=1).fit(small_images)
+    # L_mean never runs in the first epoch (no centre yet): one epoch of it alone trains nothing
+    only_mean = {"use_convex": False, "lambda_rot": 0.0, "mean_shift_start_epoch": 0}
+    with pytest.raises(ValueError, match="nothing to train.*runs from epoch 1"):
+        ConvexMILDetector(**TINY, **only_mean, n_epochs=1).fit(small_images)
+    with pytest.raises(ValueError, match="'n_trainable_blocks' parameter"):
+        ConvexMILDetector(**TINY, n_trainable_blocks=0).fit(small_images)
+
+
+def test_short_fits_reach_the_peak_learning_rate(small_images, monkeypatch):
+    """A warm-up longer than the fit is cut so that its last step runs at ``learning_rate``
+    (a fit of one step would otherwise train at the warm-up's 0)."""
+    rates: list[float] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    one_step = {"n_epochs": 1, "batch_size": len(small_images), "random_state": 0}
+    ConvexMILDetector(**TINY, **one_step, learning_rate=1e-3).fit(small_images)
+    assert rates == [pytest.approx(1e-3)]  # warmup_epochs=10 by default
+    rates.clear()
+    ConvexMILDetector(**TINY, **{**one_step, "n_epochs": 3}, learning_rate=1e-3).fit(small_images)
+    np.testing.assert_allclose(rates, [0.0, 5e-4, 1e-3])
 
 
 def test_encoder_learns_at_its_fraction_of_the_learning_rate(small_images, monkeypatch):

@@ -166,3 +166,9 @@ def test_sensitivity_score_with_detector():
     )
     assert sel.best_value in (None, "rot") and len(sel.table) == 2
     assert sel.table[1]["sensitivity"] == pytest.approx(s)  # same held-out images, same model
+
+
+def test_teacher_momentum_one_is_refused(images):
+    """At momentum 1 the EMA teacher, which scores, would never leave its start."""
+    with pytest.raises(ValueError, match="'teacher_momentum' parameter"):
+        SelfDistillNegDetector(**TINY, teacher_momentum=1.0).fit(images)

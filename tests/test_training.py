@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ssad._images import check_images
-from ssad._training import batchnorm_layers, train
+from ssad._training import batchnorm_layers, cosine_schedule, train
 from ssad.backbones import create_backbone
 from ssad.detectors import ConvexMILDetector, SelfDistillNegDetector
 
@@ -203,3 +203,33 @@ def test_num_workers_does_not_change_training(tmp_path):
     assert parallel.validation_curve_ == serial.validation_curve_
     np.testing.assert_array_equal(parallel.score_samples(paths), serial.score_samples(paths))
     assert parallel.world_size_ == 1
+
+
+def test_cosine_schedule_always_reaches_its_peak():
+    lr = cosine_schedule(1.0, 0.0, total_steps=100, warmup_steps=10)
+    assert lr(0) == 0.0 and lr(5) == pytest.approx(0.5) and lr(10) == 1.0 and lr(100) == 0.0
+    short = cosine_schedule(1.0, 0.0, total_steps=3, warmup_steps=10)  # warm-up cut to 2 steps
+    assert [short(i) for i in range(3)] == [0.0, 0.5, 1.0]
+    assert cosine_schedule(2.0, 0.0, total_steps=1, warmup_steps=5)(0) == 2.0
+
+
+def test_non_finite_validation_loss_and_patience_without_validation(images):
+    module = nn.Linear(3, 1)
+    data = check_images(images)
+
+    def nan_loss(batch):
+        out = module(batch.mean(dim=(2, 3))).mean()
+        return out * float("nan") if not module.training else out
+
+    common = {
+        "optimizer": torch.optim.SGD(module.parameters(), lr=0.1),
+        "n_epochs": 2,
+        "batch_size": 8,
+        "device": torch.device("cpu"),
+        "rng": np.random.default_rng(0),
+        "n_iter_no_change": 1,
+    }
+    with pytest.raises(FloatingPointError, match="validation loss is nan"):
+        train(module, nan_loss, data, validation_images=data, **common)
+    with pytest.raises(ValueError, match="pass validation_images"):
+        train(module, nan_loss, data, **common)

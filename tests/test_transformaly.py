@@ -97,6 +97,17 @@ def test_pickle_keeps_scores_and_students(rgb_images):
     restored = pickle.loads(pickle.dumps(det))
     np.testing.assert_allclose(restored.score_samples(rgb_images), det.score_samples(rgb_images))
     assert not any(p.requires_grad for p in restored.teacher_.parameters())
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    pickle.loads(pickle.dumps(det))  # rebuilding the modules leaves the global RNG alone
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_patience_needs_a_validation_split(rgb_images):
+    det = Transformaly(**TINY, validation_fraction=None, n_iter_no_change=2)
+    with pytest.raises(ValueError, match="n_iter_no_change=2 .* needs validation_fraction"):
+        det.fit(rgb_images)
 
 
 def test_too_many_student_blocks(rgb_images):

@@ -84,7 +84,8 @@ class ConvexMILDetector(ImageDetector):
         Train only the last ``n_trainable_blocks`` blocks of the encoder's
         trunk (and what follows them); the stem and earlier blocks keep their
         starting weights, as Mean-Shifted CL does with its pretrained ResNet
-        (:func:`ssad.backbones.freeze_early_layers`).  None trains everything.
+        (:func:`ssad.backbones.freeze_early_layers`).  None trains everything;
+        at least 1, since the score (eq. 11) reads the encoder alone.
     freeze_batchnorm : "auto" or bool, default="auto"
         Keep the encoder's BatchNorm layers in eval mode while training, so
         their running statistics are not re-estimated on augmented views;
@@ -115,7 +116,8 @@ class ConvexMILDetector(ImageDetector):
         its own neighbours); ``"gmm"``: a Gaussian mixture chosen by BIC
         (:class:`~ssad.scoring.GMMOutlierFilter`).
     memory_neighbors : int, "sqrt" or None, default=None
-        K of the ``"pseudo_normality"`` memory filter.  None: the
+        K of the ``"pseudo_normality"`` memory filter (unused by the other
+        filters).  None: the
         ``n_batch_neighbors`` of eq. 2.  ``"sqrt"``: the square root of the
         number of training images, so that the neighbourhood outgrows the
         groups of contaminating anomalies of one kind, which a fixed K lets
@@ -168,7 +170,9 @@ class ConvexMILDetector(ImageDetector):
     n_epochs : int, default=200
         Training epochs (paper: 200).
     warmup_epochs : int, default=10
-        Linear learning-rate warm-up before the cosine decay (paper: 10).
+        Linear learning-rate warm-up before the cosine decay (paper: 10);
+        capped so that the last step runs at ``learning_rate`` when
+        ``n_epochs`` is smaller.
     batch_size : int >= 2, default=64
         Images per training step (each step forwards up to 5 views of each)
         and per inference batch.  A training batch is the bag that is split
@@ -368,7 +372,7 @@ class ConvexMILDetector(ImageDetector):
     _parameter_constraints: dict[str, list[Any]] = {
         **ImageDetector._parameter_constraints,
         "freeze_batchnorm": [StrOptions({"auto"}), "boolean"],
-        "n_trainable_blocks": [Interval(numbers.Integral, 0, None, closed="left"), None],
+        "n_trainable_blocks": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "n_batch_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
         "abnormal_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_convex": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -525,19 +529,24 @@ class ConvexMILDetector(ImageDetector):
     def _min_train_images(self) -> int:
         if not self.memory_filter:
             return 2
-        if self.memory_filter == "pseudo_normality" and self.memory_neighbors is not None:
+        if self.memory_filter == "gmm":
+            return 2
+        if self.memory_neighbors is not None:
             return 2 if self.memory_neighbors == "sqrt" else max(2, int(self.memory_neighbors) + 1)
         return max(2, self.n_batch_neighbors + 1)
 
     def _check_objective(self) -> None:
         check_crop_scale(self.crop_scale, "crop_scale", "ConvexMILDetector")
-        mean_shift_runs = self.lambda_mean > 0 and self.mean_shift_start_epoch < self.n_epochs
+        # L_mean needs the centre of a previous epoch: it never runs in the first one
+        first_mean_shift_epoch = max(self.mean_shift_start_epoch, 1)
+        mean_shift_runs = self.lambda_mean > 0 and first_mean_shift_epoch < self.n_epochs
         if not (self.use_convex or self.lambda_rot > 0 or mean_shift_runs):
             raise ValueError(
                 "ConvexMILDetector has nothing to train: use_convex=False, lambda_rot=0 and "
-                f"lambda_mean={self.lambda_mean} with mean_shift_start_epoch="
-                f"{self.mean_shift_start_epoch} >= n_epochs={self.n_epochs}. Switch on at least "
-                "one loss term."
+                f"lambda_mean={self.lambda_mean}, which runs from epoch "
+                f"{first_mean_shift_epoch} (mean_shift_start_epoch={self.mean_shift_start_epoch}, "
+                f"never the first) of n_epochs={self.n_epochs}. Switch on at least one loss term "
+                "or train for more epochs."
             )
 
     def _fit_model(self, X: ImageSet, rng: np.random.Generator) -> None:

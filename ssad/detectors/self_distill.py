@@ -177,7 +177,8 @@ class SelfDistillNegDetector(ImageDetector):
     center_momentum : float, default=0.9
         Momentum of the teacher-output centre.
     teacher_momentum : float, default=0.996
-        EMA momentum of the teacher, raised to 1 by a cosine schedule.
+        EMA momentum of the teacher, raised to 1 by a cosine schedule (below
+        1: at 1 the teacher would never move from its starting weights).
     scorer : {"cosine_kernel", "max_cosine", "mahalanobis"}, default="cosine_kernel"
         How the teacher embeddings are scored (see above).
     kernel_temperature : float, default=0.04
@@ -199,7 +200,8 @@ class SelfDistillNegDetector(ImageDetector):
     learning_rate_end : float, default=1e-6
         Learning rate at the end of the cosine schedule.
     warmup_epochs : int, default=10
-        Epochs of learning-rate warm-up (capped at ``n_epochs``).
+        Epochs of learning-rate warm-up (capped so that the last step runs at
+        the peak rate: :func:`ssad._training.cosine_schedule`).
     weight_decay : float, default=0.04
         AdamW weight decay at the start (weights only, not biases and norms).
     weight_decay_end : float, default=0.4
@@ -322,8 +324,10 @@ class SelfDistillNegDetector(ImageDetector):
       auxiliary negatives (``"both"`` here).
     - **Gradient clipping** is on the global norm of the student's gradients
       (the shared loop); DINO clips each parameter's gradient norm.
-      ``freeze_last_layer`` switches ``requires_grad`` off, which AdamW treats
-      as DINO's cancelled gradients (the parameter is skipped).
+      While ``freeze_last_layer`` lasts, the last layer's gradients are
+      dropped (set to None) before the optimiser step, as DINO's cancelled gradients:
+      AdamW skips the parameter (no update, no weight decay, no moment
+      update).
     - **Score.** eq. 6 is used as its logarithm (same ranking, finite); the
       reference subtracts 0.1 from the cosine inside the exponential, which
       only shifts the log score.  The reference has no sensitivity-score code;
@@ -376,7 +380,7 @@ class SelfDistillNegDetector(ImageDetector):
         "teacher_temperature_schedule": [StrOptions({"linear", "dino"})],
         "teacher_temperature_warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "center_momentum": [Interval(numbers.Real, 0, 1, closed="both")],
-        "teacher_momentum": [Interval(numbers.Real, 0, 1, closed="both")],
+        "teacher_momentum": [Interval(numbers.Real, 0, 1, closed="left")],
         "scorer": [StrOptions({"cosine_kernel", "max_cosine", "mahalanobis"})],
         "kernel_temperature": [Interval(numbers.Real, 0, None, closed="neither")],
         "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -512,8 +516,7 @@ class SelfDistillNegDetector(ImageDetector):
                 del optional[dropped]
 
     def _build_modules(self) -> dict[str, nn.Module]:
-        with torch.random.fork_rng(devices=[]):  # architecture only: leave the global RNG alone
-            teacher = self._new_backbone(pretrained=False, checkpoint_path=None, drop_path_rate=0.0)
+        teacher = self._new_backbone(pretrained=False, checkpoint_path=None, drop_path_rate=0.0)
         return {"teacher_": teacher.requires_grad_(False)}
 
     def _new_head(self, in_dim: int) -> DINOHead:
@@ -623,7 +626,7 @@ class SelfDistillNegDetector(ImageDetector):
             self.learning_rate * images_per_step / 256.0,
             self.learning_rate_end,
             total_steps,
-            warmup_steps=min(self.warmup_epochs, self.n_epochs) * steps_per_epoch,
+            warmup_steps=self.warmup_epochs * steps_per_epoch,
         )
         wd_schedule = cosine_schedule(self.weight_decay, self.weight_decay_end, total_steps)
         momentum_schedule = cosine_schedule(self.teacher_momentum, 1.0, total_steps)

@@ -396,6 +396,12 @@ class TransformalyDetector(ImageDetector):
 
     # -- the contract ----------------------------------------------------------
     def _fit_model(self, X: ImageSet, rng: np.random.Generator) -> None:
+        if self.n_iter_no_change is not None and self.validation_fraction is None:
+            raise ValueError(
+                f"n_iter_no_change={self.n_iter_no_change} stops on the validation loss, "
+                "which needs validation_fraction; got validation_fraction=None. Set both or "
+                "neither."
+            )
         teacher = create_backbone(
             self.backbone,
             pretrained=self.pretrained,
