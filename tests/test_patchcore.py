@@ -216,6 +216,9 @@ def test_anomaly_map_inputs(defects):
         det.anomaly_map([Image.fromarray(X_test[0]), Image.fromarray(big[0])])
     with pytest.raises(ValueError, match="'sigma' parameter"):
         det.anomaly_map(X_test, sigma=-1.0)
+    for sigma in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite float >= 0"):
+            det.anomaly_map(X_test, sigma=sigma)
 
 
 @pytest.mark.parametrize("backbone", ["test_vit", "test_resnet"])
@@ -285,3 +288,16 @@ def test_num_workers_decodes_files_in_workers(defects, tmp_path):
     workers = PatchCoreDetector(**TINY, num_workers=2, random_state=0).fit(paths)
     np.testing.assert_array_equal(workers.memory_bank_, serial.memory_bank_)
     np.testing.assert_array_equal(workers.score_samples(paths), serial.score_samples(paths))
+
+
+def test_reweighting_needs_two_neighbours(defects):
+    """b = 1 leaves only m* itself in eq. 7's sum: the weight, and every score, would be 0."""
+    X_train = defects[0]
+    with pytest.raises(ValueError, match="'n_reweight_neighbors' parameter"):
+        PatchCoreDetector(**TINY, n_reweight_neighbors=1).fit(X_train)
+    one_patch = PatchCoreDetector(**TINY, coreset_size=1, n_reweight_neighbors=3, random_state=0)
+    plain = PatchCoreDetector(**TINY, coreset_size=1, random_state=0)
+    np.testing.assert_allclose(
+        one_patch.fit(X_train).score_samples(defects[1]),
+        plain.fit(X_train).score_samples(defects[1]),
+    )

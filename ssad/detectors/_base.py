@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import os
 from collections.abc import Callable
@@ -236,10 +237,13 @@ class ImageDetector(TorchStateMixin, BaseDetector):
         """
         check_is_fitted(self)
         if sigma is not None and (
-            isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or sigma < 0
+            isinstance(sigma, bool)
+            or not isinstance(sigma, numbers.Real)
+            or not math.isfinite(sigma)
+            or sigma < 0
         ):
             raise ValueError(
-                f"The 'sigma' parameter of anomaly_map must be None or a float >= 0. "
+                f"The 'sigma' parameter of anomaly_map must be None or a finite float >= 0. "
                 f"Got {sigma!r} instead."
             )
         images = self._validate_input(X, reset=False)

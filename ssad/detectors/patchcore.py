@@ -96,8 +96,10 @@ class PatchCoreDetector(ImageDetector):
         ``b`` of the paper's eq. 7: the image score is multiplied by
         ``1 - exp(d*) / sum_b exp(d_b)``, where ``d*`` is the distance of the
         image's most anomalous patch to its nearest bank patch ``m*`` and
-        ``d_b`` its distances to the ``b`` bank patches nearest to ``m*``.
-        ``None``: no reweighting, as in the authors' code.
+        ``d_b`` its distances to the ``b`` bank patches nearest to ``m*``
+        (``m*`` among them, so ``b >= 2``: with ``b = 1`` the weight is 0).
+        ``None``: no reweighting, as in the authors' code.  A memory bank of
+        a single patch is not reweighted.
     pool_size : int, default=65536
         Most patch features held at once during ``fit`` (unless the memory
         bank alone takes more than half of it) and most test patches
@@ -239,7 +241,7 @@ class PatchCoreDetector(ImageDetector):
         "coreset_ratio": [Interval(numbers.Real, 0, 1, closed="right")],
         "coreset_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "projection_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "n_reweight_neighbors": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "n_reweight_neighbors": [Interval(numbers.Integral, 2, None, closed="left"), None],
         "pool_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "calibration_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "index": [StrOptions({"auto", "flat", "ivf", "hnsw"})],
@@ -354,7 +356,7 @@ class PatchCoreDetector(ImageDetector):
         rows = np.arange(n_images)
         worst = distances.argmax(axis=1)
         scores = distances[rows, worst]
-        if self.n_reweight_neighbors is not None:
+        if self.n_reweight_neighbors is not None and len(self.memory_bank_) > 1:
             # paper eq. 7: the most anomalous patch m_test, its nearest bank patch m*, and the
             # b bank patches nearest to m* (m* among them)
             m_test = patches.reshape(n_images, -1, patches.shape[1])[rows, worst]
