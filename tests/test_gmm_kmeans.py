@@ -226,7 +226,7 @@ def test_kmeans_duplicates_clip_k(caplog):
     assert scorer.n_clusters_ == 2
     assert "distinct" in caplog.text
     elbow = KMeansScorer(max_clusters=10, random_state=0).fit(X)
-    assert elbow.inertia_curve_.shape == (2,)
+    assert elbow.inertia_curve_.shape == (1,)  # K=2 would fit the two rows exactly
 
 
 def test_kmeans_random_state_reproducible():
@@ -305,3 +305,13 @@ def test_gmm_filter_skips_mixtures_that_collapse(monkeypatch):
     X = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
     flt = GMMOutlierFilter(max_components=3, covariance_types=("full",), random_state=0).fit(X)
     assert np.isinf(flt.criteria_["bic"][1]) and flt.n_components_ != 2
+
+
+@pytest.mark.parametrize("n_samples", [6, 8, 10])
+def test_elbow_never_gives_every_training_row_its_own_centroid(n_samples):
+    """K = n fits the rows exactly (inertia 0) and would flag every new sample."""
+    X = np.random.default_rng(0).normal(size=(n_samples, 5))
+    scorer = KMeansScorer(max_clusters=10, random_state=0).fit(X)
+    assert scorer.n_clusters_ < n_samples and scorer.inertia_curve_.shape == (n_samples - 1,)
+    fresh = np.random.default_rng(1).normal(size=(500, 5))
+    assert (scorer.predict(fresh) == -1).mean() < 0.5

@@ -558,3 +558,16 @@ def test_cosine_kernel_is_scale_invariant():
     np.testing.assert_allclose(
         scorer.score_samples(3.0 * X_test), scorer.score_samples(X_test), rtol=1e-12
     )
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype"), [(1e20, np.float32), (1e-25, np.float32), (1e160, np.float64)]
+)
+def test_cosine_kernel_scores_do_not_depend_on_the_magnitude(scale, dtype):
+    X = np.random.default_rng(0).normal(size=(50, 8)) + 3
+    ref = CosineKernelScorer(temperature=0.1).fit(X)
+    big = CosineKernelScorer(temperature=0.1).fit((X * scale).astype(dtype))
+    np.testing.assert_allclose(
+        big.score_samples((X[:5] * scale).astype(dtype)), ref.score_samples(X[:5]), rtol=1e-5
+    )
+    assert big.offset_ == pytest.approx(ref.offset_, rel=1e-5)

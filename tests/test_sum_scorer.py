@@ -48,3 +48,10 @@ def test_bad_scorers():
         SumScorer([]).fit(np.zeros((5, 2)))
     with pytest.raises(ValueError, match="non-empty list"):
         SumScorer([("a", GaussianScorer())]).fit(np.zeros((5, 2)))
+
+
+def test_part_names_must_be_distinct():
+    X = np.random.default_rng(0).normal(size=(30, 4))
+    parts = [("a", GaussianScorer(), slice(0, 2)), ("a", KNNScorer(), slice(2, 4))]
+    with pytest.raises(ValueError, match="distinct names; got \\['a', 'a'\\]"):
+        SumScorer(parts).fit(X)

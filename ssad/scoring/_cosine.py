@@ -6,11 +6,12 @@ import numbers
 from typing import Any
 
 import numpy as np
-from sklearn.preprocessing import normalize
 from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval
 
 from ssad.base import BaseDetector
+
+from ._knn import _unit_rows
 
 __all__ = ["CosineKernelScorer"]
 
@@ -131,12 +132,12 @@ class CosineKernelScorer(BaseDetector):
         self.batch_size = batch_size
 
     def _fit(self, X: np.ndarray) -> None:
-        self._fit_X = normalize(X)
+        self._fit_X = _unit_rows(X).astype(X.dtype, copy=False)
         self.n_samples_fit_ = X.shape[0]
         return None
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
-        queries = normalize(np.asarray(X, dtype=np.float64))
+        queries = _unit_rows(np.asarray(X, dtype=np.float64))
         train = self._fit_X
         log_kernel = np.full(queries.shape[0], -np.inf)
         for rows in gen_batches(queries.shape[0], self.batch_size):

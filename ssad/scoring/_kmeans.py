@@ -120,8 +120,10 @@ class KMeansScorer(BaseDetector):
         when the training data hold fewer distinct rows than ``n_clusters``,
         the number of distinct rows is used instead (logged).
     max_clusters : int, default=10
-        Largest K tried by the elbow search; clipped to the number of distinct
-        training rows.  Ignored when ``n_clusters`` is an integer.
+        Largest K tried by the elbow search; clipped to one less than the
+        number of distinct training rows (with one centroid per row every new
+        sample would be an outlier).  Ignored when ``n_clusters`` is an
+        integer.
     n_init : "auto" or int, default="auto"
         Number of K-means initialisations per K, as in
         :class:`sklearn.cluster.KMeans` (``"auto"`` is one run of k-means++).
@@ -243,7 +245,9 @@ class KMeansScorer(BaseDetector):
         rng = check_random_state(self.random_state)
         self.__dict__.pop("inertia_curve_", None)  # stale from an earlier elbow fit
         if self.n_clusters == "elbow":
-            k_max = _n_distinct_rows(X, min(self.max_clusters, n_samples))
+            # K = the number of distinct rows fits them exactly (inertia 0, every new sample
+            # far from its centroid): the search stops one short of it
+            k_max = max(1, min(self.max_clusters, _n_distinct_rows(X, self.max_clusters + 1) - 1))
             seeds = rng.randint(_MAX_SEED, size=k_max)
             models = [self._kmeans(X, k, int(seeds[k - 1])) for k in range(1, k_max + 1)]
             self.inertia_curve_ = np.array([m.inertia_ for m in models], dtype=np.float64)

@@ -52,6 +52,16 @@ def _power_of_two_scale(X: np.ndarray, axis: int | None = None) -> np.ndarray:
     return np.where(peak > 0, np.ldexp(0.5, exponent), 1.0)
 
 
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows of ``X`` scaled to unit L2 norm (float64), at any magnitude.
+
+    Each row is first divided by a power of two near its largest value, so
+    ``normalize`` never squares values that overflow or underflow (float32
+    rows beyond about 1e19 would otherwise become 0).  Zero rows stay 0.
+    """
+    return normalize(X / _power_of_two_scale(X, axis=1))
+
+
 def _faiss_gpus() -> int:
     """Number of GPUs faiss can use (0 with the faiss-cpu package)."""
     get = getattr(faiss, "get_num_gpus", None)
@@ -112,7 +122,9 @@ class KNNScorer(BaseDetector):
         39 samples per cell) and at least 1.
     n_probe : int, default=16
         Number of IVF cells searched per query (faiss' ``nprobe``); more is
-        slower and closer to exact.  ``n_probe >= n_lists`` is exact.
+        slower and closer to exact.  ``n_probe >= n_lists`` is exact unless
+        ``compression="pq"`` (its re-ranking sees only ``refine_factor * k``
+        candidates).
     compression : {"auto", "pq", "sq8"} or None, default="auto"
         How an IVF index stores the vectors it scans.  ``"pq"``: product
         quantisation into ``pq_subvectors`` codes of 4 bits each, scanned
@@ -436,8 +448,7 @@ class KNNScorer(BaseDetector):
         """The float32 C-contiguous vectors faiss searches: divided by ``scale_``
         (l2) or L2-normalised (cosine)."""
         if self.metric == "cosine":
-            # per-row powers of two first: normalize() squares the values in float64
-            X = normalize(X / _power_of_two_scale(X, axis=1))
+            X = _unit_rows(X)
         else:
             X = X / self.scale_
             peak = float(np.max(np.abs(X))) if X.size else 0.0

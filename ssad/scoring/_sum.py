@@ -96,6 +96,9 @@ class SumScorer(BaseDetector):
                 "The 'scorers' parameter of SumScorer must be a non-empty list of "
                 f"(name, scorer, columns) triples. Got {self.scorers!r} instead."
             )
+        names = [item[0] for item in self.scorers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"The parts of SumScorer need distinct names; got {names!r}.")
         self.scorers_ = []
         means, scales, total = [], [], np.zeros(X.shape[0])
         for name, scorer, columns in self.scorers:
