@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import numbers
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -443,11 +444,25 @@ def _check_common(n: int, dtype: Any, name: str) -> None:
     if isinstance(dtype, torch.dtype):
         ok = dtype == torch.uint8 or dtype.is_floating_point
     else:
-        ok = dtype == np.uint8 or np.issubdtype(dtype, np.floating)
+        native = np.dtype(dtype).newbyteorder("=")
+        ok = native == np.uint8 or native in (np.float16, np.float32, np.float64)
+        if ok and not dtype.isnative:
+            raise TypeError(
+                f"{name} has the non-native byte order of dtype {dtype.str!r}; convert it "
+                "with X.astype(X.dtype.newbyteorder('='))."
+            )
+        if np.issubdtype(dtype, np.floating) and not ok:
+            raise TypeError(
+                f"{name} has dtype {dtype}, which torch cannot hold; convert it with "
+                "X.astype(np.float64)."
+            )
     if not ok:
         hint = ""
         if isinstance(dtype, np.dtype) and np.issubdtype(dtype, np.integer):
-            hint = " If the values are 0..255, convert with X.astype(np.uint8)."
+            hint = (
+                " If the values are 0..255, convert with X.astype(np.uint8); if they use more "
+                "bits (e.g. 16-bit, 0..65535), scale to float: X / 65535."
+            )
         raise TypeError(
             f"{name} must have dtype uint8 (values 0..255) or a float dtype with values "
             f"in [0, 1]; got dtype {dtype}.{hint}"
@@ -470,7 +485,17 @@ def _check_values(X: Any, is_float: bool, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinite values.")
     lo, hi = float(X.min()), float(X.max())
     if lo < 0.0 or hi > 1.0:
-        hint = " Divide by 255 or convert to uint8." if hi > 1.0 and hi <= 255.0 else ""
+        if lo >= -0.1 and hi <= 1.1:
+            hint = " If this is resampling overshoot, clip first: np.clip(X, 0, 1)."
+        elif lo < 0.0 and hi <= 10.0:
+            hint = (
+                " Values below 0 suggest normalised input (e.g. ImageNet mean/std): pass the "
+                "images before normalisation; ssad normalises for each model itself."
+            )
+        elif lo >= 0.0 and 1.0 < hi <= 255.0:
+            hint = " Divide by 255 or convert to uint8."
+        else:
+            hint = ""
         raise ValueError(
             f"{name} is a float array, so its values must lie in [0, 1]; got values in "
             f"[{lo:g}, {hi:g}].{hint}"
@@ -537,6 +562,8 @@ def find_image_files(
     NotADirectoryError
         If ``folder`` is a file.
     """
+    if not os.fspath(folder):  # Path("") is the working directory
+        raise FileNotFoundError(f"{name} must be an existing folder of images; got an empty path.")
     root = Path(folder).expanduser()
     if not root.exists():
         raise FileNotFoundError(
@@ -635,6 +662,60 @@ def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
         raise
     except Exception as exc:  # decoders of untrusted bytes raise many types
         raise _read_error(path, exc) from exc
+
+
+def read_mask_file(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode a defect-mask file into a boolean ``(H, W)`` array: True is defect.
+
+    A pixel is a defect when its stored value is nonzero in any channel (at
+    any bit depth: a 16-bit mask of label indices 0/1 counts its 1s) and, in
+    files with transparency, it is not fully transparent.  Unlike
+    :func:`read_image_file`, nothing is composited on white or scaled.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not an image Pillow decodes; the message names the file.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("LA", "La", "PA", "P", "RGBA", "RGBa"):
+                pixels = np.asarray(img.convert("LA" if mode in ("LA", "La") else "RGBA"))
+                return (pixels[..., :-1] != 0).any(axis=-1) & (pixels[..., -1] != 0)
+            if mode in ("1", "L", "F") or mode.startswith("I"):
+                return np.asarray(img) != 0
+            return (np.asarray(img.convert("RGB")) != 0).any(axis=-1)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # decoders of untrusted bytes raise many types
+        raise _read_error(path, exc) from exc
+
+
+def check_image_size(image_size: object, *, func: str) -> tuple[int, int] | None:
+    """Turn ``image_size`` (``None``, an int or an ``(h, w)`` pair) into ``(h, w)``.
+
+    Raises a ValueError naming ``func`` for anything else (floats, bools,
+    strings, sizes below 1, sequences not of length 2).
+    """
+    if image_size is None:
+        return None
+    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
+        if int(image_size) >= 1:
+            return int(image_size), int(image_size)
+    elif isinstance(image_size, tuple | list) and len(image_size) == 2:
+        if all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and int(s) >= 1
+            for s in image_size
+        ):
+            return int(image_size[0]), int(image_size[1])
+    raise ValueError(
+        f"The 'image_size' parameter of {func} must be None, a positive int or a pair "
+        f"(height, width) of positive ints. Got {image_size!r} instead."
+    )
 
 
 def _read_error(path: str | os.PathLike[str], exc: Exception) -> ValueError:
@@ -741,12 +822,21 @@ def _resize(
 ) -> torch.Tensor:
     if size is None or tuple(x.shape[-2:]) == tuple(size):
         return x
-    mode = interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}."
+        )
+    mode = interpolation
     kwargs: dict[str, Any] = (
         {} if mode == "nearest" else {"align_corners": False, "antialias": True}
     )
     out = F.interpolate(x, size=tuple(size), mode=mode, **kwargs)
     return out.clamp_(0.0, 1.0) if mode == "bicubic" else out
+
+
+#: Resampling modes of the resize to model input (those of ``torch.nn.functional.interpolate``
+#: that timm data configs name).
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
@@ -774,19 +864,26 @@ class Preprocessor:
     ) -> Preprocessor:
         """Build from a timm data config (``timm.data.resolve_model_data_config``).
 
-        ``image_size`` overrides the config's input size.
+        ``image_size`` overrides the config's input size.  A resampling mode
+        other than :data:`INTERPOLATIONS` (e.g. ``"lanczos"``) is replaced by
+        ``"bicubic"``, with a warning.
         """
-        if image_size is None:
+        size = check_image_size(image_size, func="Preprocessor.from_data_config")
+        if size is None:
             size = tuple(config["input_size"][-2:])
-        elif isinstance(image_size, int):
-            size = (image_size, image_size)
-        else:
-            size = tuple(image_size)
+        interpolation = str(config.get("interpolation", "bicubic"))
+        if interpolation not in INTERPOLATIONS:
+            logger.warning(
+                "The model's data config resamples with %r, which ssad does not do; images are "
+                "resized with 'bicubic' instead.",
+                interpolation,
+            )
+            interpolation = "bicubic"
         return cls(
             size=(int(size[0]), int(size[1])),
             mean=tuple(float(m) for m in config["mean"]),
             std=tuple(float(s) for s in config["std"]),
-            interpolation=str(config.get("interpolation", "bicubic")),
+            interpolation=interpolation,
         )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -86,6 +86,8 @@ def save(estimator: Any, path: str | os.PathLike[str]) -> None:
         an object of a class that is not an estimator, ...); the message says
         where it sits, e.g. ``estimator.steps[1][1].foo_``.  Use :mod:`pickle`
         for such estimators (trusted files only).
+    FileNotFoundError
+        If the folder of ``path`` does not exist.
 
     See Also
     --------
@@ -117,6 +119,9 @@ def save(estimator: Any, path: str | os.PathLike[str]) -> None:
         "tree": json.dumps(tree, allow_nan=False, separators=(",", ":")),
     }
     path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Cannot save to {path!r}: the folder {folder!r} does not exist.")
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         save_file(encoder.tensors, tmp, metadata=metadata)
@@ -180,6 +185,11 @@ def load(path: str | os.PathLike[str], *, trusted: Iterable[type] | None = None)
         raise FileNotFoundError(f"The model file {path!r} is not a file.")
     from safetensors import safe_open
 
+    if isinstance(trusted, type):
+        raise TypeError(
+            f"The 'trusted' parameter of load must be an iterable of classes, e.g. "
+            f"[{trusted.__name__}]. Got the class {trusted.__name__} itself instead."
+        )
     extra = frozenset(trusted or ())
     for cls in extra:
         if not isinstance(cls, type):

@@ -28,6 +28,8 @@ import torch
 from timm.data import resolve_model_data_config
 from torch import nn
 
+from ssad._images import check_image_size
+
 __all__ = [
     "PRECISIONS",
     "PretrainedWeightsUnavailableError",
@@ -101,9 +103,10 @@ def create_backbone(
         raise ValueError(f"Unknown timm model {name!r}. Similar names: {close}.")
     if checkpoint_path is not None and not Path(checkpoint_path).is_file():
         raise FileNotFoundError(f"checkpoint_path={os.fspath(checkpoint_path)!r} is not a file.")
+    size = check_image_size(image_size, func="create_backbone")
     kwargs = {"num_classes": 0, **kwargs}
-    if image_size is not None:
-        kwargs["img_size"] = image_size
+    if size is not None:
+        kwargs["img_size"] = size
     use_hub = pretrained and checkpoint_path is None
     try:
         model = _create(name, use_hub, kwargs)

@@ -66,6 +66,23 @@ def test_layers_concatenate_blocks(rgb_images):
     assert cnn.fit_transform(rgb_images).ndim == 2
 
 
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"layers": [1.9]}, "'layers' parameter of TimmFeatures"),
+        ({"layers": [True]}, "'layers' parameter of TimmFeatures"),
+        ({"layers": []}, "'layers' parameter of TimmFeatures"),
+        ({"layers": [99]}, "layers=\\[99\\] does not fit 'test_resnet'"),
+        ({"image_size": (16.9, 16.9)}, "'image_size' parameter"),
+        ({"image_size": (16, 16, 3)}, "'image_size' parameter"),
+        ({"image_size": (0, 16)}, "'image_size' parameter"),
+    ],
+)
+def test_layers_and_image_size_are_checked(rgb_images, params, match):
+    with pytest.raises(ValueError, match=match):
+        TimmFeatures("test_resnet", pretrained=False, **params).fit(rgb_images)
+
+
 def test_cnn_has_no_class_token(rgb_images):
     with pytest.raises(ValueError, match="class token.*pooling='mean'"):
         TimmFeatures("test_resnet", pretrained=False, pooling="cls").fit(rgb_images)

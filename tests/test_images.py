@@ -355,3 +355,50 @@ def test_num_workers_reaches_the_embedder(jpeg_files):
     serial = TimmFeatures("test_vit", **params).fit(jpeg_files).transform(jpeg_files)
     feats = TimmFeatures("test_vit", num_workers=2, **params).fit(jpeg_files)
     np.testing.assert_array_equal(feats.transform(jpeg_files), serial)
+
+
+def test_mask_files_count_every_nonzero_opaque_pixel(tmp_path):
+    from ssad._images import read_mask_file
+
+    rgba = np.zeros((4, 4, 4), np.uint8)  # transparent background
+    rgba[1:3, 1:3] = (255, 255, 255, 255)  # four opaque white defect pixels
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    assert read_mask_file(tmp_path / "alpha.png").sum() == 4
+    labels = np.zeros((4, 4), np.uint16)
+    labels[0, :3] = 1  # a 16-bit label-index mask: 1 is a defect
+    Image.fromarray(labels).save(tmp_path / "labels16.png")
+    assert read_mask_file(tmp_path / "labels16.png").sum() == 3
+    dim = np.zeros((4, 4, 3), np.uint8)
+    dim[3, 3] = (0, 0, 1)  # a faint blue pixel is still nonzero
+    Image.fromarray(dim).save(tmp_path / "dim.png")
+    assert read_mask_file(tmp_path / "dim.png").sum() == 1
+
+
+def test_input_hints_and_empty_path():
+    with pytest.raises(ValueError, match="normalised input"):
+        check_images(np.full((1, 4, 4, 3), -2.0, np.float32))
+    with pytest.raises(ValueError, match=r"overshoot, clip first"):
+        check_images(np.full((1, 4, 4, 3), 1.02, np.float32))
+    with pytest.raises(ValueError, match="Divide by 255"):
+        check_images(np.full((1, 4, 4, 3), 200.0, np.float32))
+    with pytest.raises(TypeError, match="X / 65535"):
+        check_images(np.full((1, 4, 4, 3), 1000, np.uint16))
+    with pytest.raises(FileNotFoundError, match="empty path"):
+        check_images("")
+
+
+def test_unknown_interpolation(caplog):
+    config = {"input_size": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    with caplog.at_level("WARNING", logger="ssad._images"):
+        pre = Preprocessor.from_data_config({**config, "interpolation": "lanczos"})
+    assert pre.interpolation == "bicubic" and "lanczos" in caplog.text
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        Preprocessor((8, 8), (0.5,) * 3, (0.5,) * 3, "bicubc")(torch.zeros(1, 3, 4, 4))
+
+
+def test_dtypes_torch_cannot_hold_are_refused_at_once():
+    with pytest.raises(TypeError, match="non-native byte order"):
+        check_images(np.zeros((1, 4, 4, 3), ">f4"))
+    if np.dtype(np.longdouble).itemsize > 8:  # longdouble is float64 on some platforms
+        with pytest.raises(TypeError, match="torch cannot hold"):
+            check_images(np.zeros((1, 4, 4, 3), np.longdouble))

@@ -273,6 +273,10 @@ def test_missing_file_and_bad_trusted(tmp_path):
     ssad.save(KNNScorer(), path)
     with pytest.raises(TypeError, match="'trusted' parameter of load"):
         ssad.load(path, trusted=["os.system"])
+    with pytest.raises(TypeError, match=r"e\.g\. \[KNNScorer\]"):
+        ssad.load(path, trusted=KNNScorer)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ssad.save(KNNScorer(), tmp_path / "no" / "such" / "m.ssad")
 
 
 def test_pickle_still_works_for_trusted_files(rgb_images):

@@ -6,7 +6,9 @@ import numbers
 import os
 from pathlib import Path
 
-__all__: list[str] = []
+from ssad._images import check_image_size
+
+__all__ = ["check_image_size"]  # re-exported for the readers
 
 PathLike = str | os.PathLike[str]
 
@@ -63,22 +65,3 @@ def check_int(value: object, name: str, *, func: str, low: int) -> int:
             f"Got {value!r} instead."
         )
     return int(value)
-
-
-def check_image_size(image_size: object, *, func: str) -> tuple[int, int] | None:
-    """Turn ``image_size`` (``None``, an int or an ``(h, w)`` pair) into ``(h, w)``."""
-    if image_size is None:
-        return None
-    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
-        if int(image_size) >= 1:
-            return int(image_size), int(image_size)
-    elif isinstance(image_size, tuple | list) and len(image_size) == 2:
-        if all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and int(s) >= 1
-            for s in image_size
-        ):
-            return int(image_size[0]), int(image_size[1])
-    raise ValueError(
-        f"The 'image_size' parameter of {func} must be None, a positive int or a pair "
-        f"(height, width) of positive ints. Got {image_size!r} instead."
-    )

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ssad._images import GREY_MODES, IMAGE_EXTENSIONS, luma, probe_image, read_image_file
+from ssad._images import (
+    GREY_MODES,
+    IMAGE_EXTENSIONS,
+    luma,
+    probe_image,
+    read_image_file,
+    read_mask_file,
+)
 
 __all__ = ["IMAGE_EXTENSIONS"]
 
@@ -94,8 +101,10 @@ def read_masks(
     image_infos: Sequence[tuple[str, tuple[int, int]]],
     size: tuple[int, int],
 ) -> np.ndarray:
-    """Binary masks ``(n, *size)`` uint8 of ``images``: 1 where a mask file is nonzero,
-    all 0 where it is None; a mask must have its image's size (``image_infos``)."""
+    """Binary masks ``(n, *size)`` uint8 of ``images``: 1 where a mask file is nonzero
+    (:func:`ssad._images.read_mask_file`: any channel, any bit depth, transparent
+    pixels excluded), all 0 where it is None; a mask must have its image's size
+    (``image_infos``)."""
     out = np.zeros((len(images), *size), dtype=np.uint8)
     for i, (image, mask, (_, image_hw)) in enumerate(zip(images, masks, image_infos)):
         if mask is None:
@@ -106,6 +115,11 @@ def read_masks(
                 f"The mask '{mask}' is {mask_hw[0]}x{mask_hw[1]} (height x width) but its "
                 f"image '{image}' is {image_hw[0]}x{image_hw[1]}."
             )
-        arr = read_images([mask], grey=True, size=size, resample=NEAREST)[0]
-        out[i] = arr > 0
+        defect = read_mask_file(mask)
+        if defect.shape != size:
+            resized = Image.fromarray(defect.astype(np.uint8) * 255).resize(
+                (size[1], size[0]), resample=NEAREST
+            )
+            defect = np.asarray(resized) > 0
+        out[i] = defect
     return out

@@ -82,7 +82,7 @@ def _synthetic_local(spec: str, read_size: int | None, random_state: int) -> Bun
         n_train + n_good,
         n_defect,
         kind=kind,
-        image_size=read_size or 64,
+        image_size=64 if read_size is None else read_size,
         random_state=random_state,
         defect_scale=defect_scale,
     )

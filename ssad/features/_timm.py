@@ -53,7 +53,9 @@ class TimmFeatures(
         Local weights file (.pth/.pt/.bin/.safetensors) to load instead.
     backbone_kwargs : dict, default=None
         Extra keyword arguments of :func:`timm.create_model`, e.g.
-        ``{"patch_size": 4, "depth": 4}`` for a small ViT.
+        ``{"patch_size": 4, "depth": 4}`` for a small ViT.  Images always
+        reach the model as 3-channel RGB (grey images repeated), so
+        ``in_chans`` must stay 3.
     pooling : {"auto", "cls", "mean", "cls+mean", "tokens"}, default="auto"
         How the output becomes one vector: the class token, the mean of the
         patch tokens (global average pooling for CNNs), both concatenated,
@@ -62,7 +64,9 @@ class TimmFeatures(
         else the mean.  See :data:`ssad.features.POOLINGS`.
     layers : list of int, default=None
         Pool the outputs of these blocks (negative = from the end) and
-        concatenate them, instead of the final normalised output.
+        concatenate them, instead of the final normalised output.  A
+        non-empty list of ints within the model's blocks (a ValueError at
+        ``fit`` otherwise).
     image_size : int or (int, int), default=None
         Model input size; default: the backbone's pretrained config.  Images
         are resized to it (no crop).
@@ -203,7 +207,13 @@ class TimmFeatures(
         resolve_pooling(model, self.pooling)  # fail early on a pooling the model cannot do
         self.model_ = model.to(self.device_).eval()
         self.preprocessor_ = Preprocessor.from_data_config(data_config(model), self.image_size)
-        self.n_features_out_ = int(self._embed(images.subset([0]), progress=False).shape[1])
+        _check_layers(self.layers)
+        try:
+            self.n_features_out_ = int(self._embed(images.subset([0]), progress=False).shape[1])
+        except AssertionError as exc:  # timm's check of the block indices
+            raise ValueError(
+                f"layers={self.layers!r} does not fit {self.backbone!r}: {exc}"
+            ) from exc
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -227,7 +237,7 @@ class TimmFeatures(
         return self.n_features_out_
 
     def _embed(self, images: ImageSet, progress: bool) -> np.ndarray:
-        layers = None if self.layers is None else [int(i) for i in self.layers]
+        layers = _check_layers(self.layers)
         return embed_images(
             images,
             lambda x: backbone_features(self.model_, x, self.pooling, layers),
@@ -396,3 +406,17 @@ batch_size, num_workers, device, precision, random_state, verbose
             random_state=random_state,
             verbose=verbose,
         )
+
+
+def _check_layers(layers: Any) -> list[int] | None:
+    """``layers`` as a list of ints, or a ValueError saying what was expected."""
+    if layers is None:
+        return None
+    if len(layers) == 0 or not all(
+        isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in layers
+    ):
+        raise ValueError(
+            "The 'layers' parameter of TimmFeatures must be None or a non-empty list of ints "
+            f"(block indices, negative from the end). Got {layers!r} instead."
+        )
+    return [int(i) for i in layers]
