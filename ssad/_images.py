@@ -517,9 +517,12 @@ def _check_list(X: list[Any], name: str) -> ImageSet:
             )
         return ImageSet(paths, "path")
     kinds = sorted({type(x).__name__ for x in X})
+    hint = ""
+    if any(isinstance(x, np.ndarray | torch.Tensor) for x in X):
+        hint = " Stack arrays of one size into one batch first: np.stack(X) or torch.stack(X)."
     raise TypeError(
         f"A list {name} must hold only PIL images or only file paths; got items of type(s) "
-        f"{', '.join(kinds)}."
+        f"{', '.join(kinds)}.{hint}"
     )
 
 

@@ -730,6 +730,8 @@ def test_make_natural_patches():
     assert grey.shape == (3, 8, 8)
     with pytest.raises(ValueError, match="min_scale"):
         make_natural_patches(3, min_scale=0)
+    with pytest.raises(ValueError, match="'image_size' parameter of make_natural_patches"):
+        make_natural_patches(3, image_size=8.0)
 
 
 # ------------------------------------------------------------------ local defects

@@ -385,6 +385,8 @@ def test_input_hints_and_empty_path():
         check_images(np.full((1, 4, 4, 3), 1000, np.uint16))
     with pytest.raises(FileNotFoundError, match="empty path"):
         check_images("")
+    with pytest.raises(TypeError, match=r"np\.stack\(X\)"):
+        check_images([np.zeros((4, 4, 3), np.uint8)] * 2)
 
 
 def test_unknown_interpolation(caplog):

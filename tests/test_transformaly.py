@@ -104,6 +104,13 @@ def test_pickle_keeps_scores_and_students(rgb_images):
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_students_that_copy_their_teacher_are_reported(rgb_images, caplog):
+    det = Transformaly(**TINY, n_epochs=1, student_init="copy", dropout=0.0, random_state=0)
+    with caplog.at_level("WARNING", logger="ssad.detectors.transformaly"):
+        det.fit(rgb_images)
+    assert "z_f is constant" in caplog.text
+
+
 def test_patience_needs_a_validation_split(rgb_images):
     det = Transformaly(**TINY, validation_fraction=None, n_iter_no_change=2)
     with pytest.raises(ValueError, match="n_iter_no_change=2 .* needs validation_fraction"):

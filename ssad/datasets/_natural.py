@@ -9,6 +9,8 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from sklearn.utils import check_random_state
 
+from ._common import check_int
+
 __all__ = ["make_natural_patches"]
 
 
@@ -52,11 +54,11 @@ def make_natural_patches(
     >>> make_natural_patches(4, image_size=16, grey=True, random_state=0).shape
     (4, 16, 16)
     """
-    if n_samples < 1 or image_size < 1 or not 0 < min_scale <= 1:
-        raise ValueError(
-            "make_natural_patches needs n_samples >= 1, image_size >= 1 and min_scale in "
-            f"(0, 1]; got {n_samples}, {image_size} and {min_scale}."
-        )
+    func = "make_natural_patches"
+    n_samples = check_int(n_samples, "n_samples", func=func, low=1)
+    image_size = check_int(image_size, "image_size", func=func, low=1)
+    if not 0 < min_scale <= 1:
+        raise ValueError(f"{func} needs min_scale in (0, 1]; got {min_scale}.")
     rng = check_random_state(random_state)
     photos = [Image.fromarray(np.asarray(im)) for im in load_sample_images().images]
     out = np.empty((n_samples, image_size, image_size, 3), dtype=np.uint8)

@@ -467,6 +467,12 @@ class TransformalyDetector(ImageDetector):
         self.validation_curve_ = result.validation_curve
         self.best_epoch_ = result.best_epoch
         self.n_epochs_ = result.n_epochs
+        if result.loss_curve and max(result.loss_curve) == 0.0:
+            logger.warning(
+                "The Transformaly students reproduce their teacher blocks exactly (training "
+                "loss 0, as with student_init='copy' and no active dropout): z_f is constant "
+                "and the fine-tuned space carries no information."
+            )
 
 
 #: Short name of :class:`TransformalyDetector`.
