@@ -643,6 +643,13 @@ def test_max_train_keeps_the_contamination_mask_aligned() -> None:
     assert split.n_train == 30 and split.train_is_anomaly.shape == (30,)
     np.testing.assert_array_equal(split.train_is_anomaly, y[split.train_idx] != 1)
     assert split.n_train_anomalies == split.train_is_anomaly.sum() == 6
+    # contaminating classes too small to stratify (one image each): the share is kept anyway
+    y = np.concatenate([np.zeros(400, int), np.repeat(np.arange(1, 10), [2] * 4 + [1] * 5)])
+    for seed in range(5):
+        (split,) = contaminated_splits(y, y, 0.02, classes=[0], random_state=seed)
+        assert split.n_train_anomalies == 8
+        _cap_training([split], y, 300, seed=seed)
+        assert split.n_train == 300 and split.n_train_anomalies == 6
 
 
 class _GuessesItsAnomalies(BaseEstimator):

@@ -229,14 +229,8 @@ TRANSFORMALY_CPU: dict[str, Any] = {"n_student_blocks": 5, "image_size": 64, "le
 TRANSFORMALY_CPU.update(n_epochs=15, n_iter_no_change=3)
 
 #: ConvexMIL at a CPU budget: a small ResNet from scratch at 32 px, a few epochs.
-CONVEX_MIL_CPU: dict[str, Any] = {
-    "backbone": "resnet10t",
-    "image_size": 32,
-    "n_epochs": 6,
-    "warmup_epochs": 1,
-    "mean_shift_start_epoch": 1,
-    "batch_size": 32,
-}
+CONVEX_MIL_CPU: dict[str, Any] = {"backbone": "resnet10t", "image_size": 32, "n_epochs": 6}
+CONVEX_MIL_CPU.update(warmup_epochs=1, mean_shift_start_epoch=1, batch_size=32)
 
 _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -53,24 +55,24 @@ MAX_EMBEDDING_POINTS = 2000
 SETTINGS = ("max_train", "max_test", "image_size", "n_epochs", "sensitivity_holdout")
 
 
-def _subsample(y: np.ndarray, n_max: int | None, random_state: int) -> np.ndarray:
-    """Sorted indices of at most ``n_max`` samples, stratified by ``y`` when possible."""
+def _subsample(y: np.ndarray, n_max: int | None, seed: int, strata: Any = None) -> np.ndarray:
+    """Sorted indices of at most ``n_max`` samples, stratified by ``y``, else ``strata``."""
     idx = np.arange(y.shape[0])
     if n_max is None or n_max >= y.shape[0]:
         return idx
     if n_max < 1:
         raise ValueError(f"--max-train and --max-test must be >= 1; got {n_max}.")
-    try:
-        kept, _ = train_test_split(idx, train_size=n_max, stratify=y, random_state=random_state)
-    except ValueError:  # a class too small to stratify
-        kept, _ = train_test_split(idx, train_size=n_max, random_state=random_state)
-    return np.sort(kept)
+    draw = functools.partial(train_test_split, idx, train_size=n_max, random_state=seed)
+    for stratify in (y, strata):
+        with contextlib.suppress(ValueError):  # a class too small to stratify
+            return np.sort(draw(stratify=stratify)[0])
+    return np.sort(draw()[0])
 
 
 def _cap_training(splits: list[Split], y_train: np.ndarray, n_max: int | None, seed: int) -> None:
-    """At most ``n_max`` training images per split, stratified by class (keeps contamination)."""
+    """At most ``n_max`` training images per split, keeping the contamination share."""
     for split in splits:  # Split is frozen: its fields are replaced in place
-        kept = _subsample(y_train[split.train_idx], n_max, seed)
+        kept = _subsample(y_train[split.train_idx], n_max, seed, split.train_is_anomaly)
         object.__setattr__(split, "train_idx", split.train_idx[kept])
         if split.train_is_anomaly is not None:
             object.__setattr__(split, "train_is_anomaly", split.train_is_anomaly[kept])
@@ -124,7 +126,7 @@ def _rows(
         if isinstance(spec, FromFitted):
             rows[name] = spec
         elif isinstance(spec, Variant) and spec.build is not None:
-            rows[name] = spec.build(method)
+            rows[name] = _configure(spec.build(method), overrides, strict=False)
         elif isinstance(spec, Variant):
             own = spec.estimator is None
             base = {**params, **spec.params} if own else dict(spec.params)
