@@ -150,11 +150,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "benchmark":  # the runner parses its own options
+    parser = build_parser()
+    words = [a for a in argv if not a.startswith("-")]
+    if words[:1] == ["benchmark"]:  # the runner parses its own options
+        if argv[0] != "benchmark":
+            parser.error(
+                f"put 'benchmark' first: {PROG} benchmark [OPTIONS] (the runner has its own "
+                f"options, see {PROG} benchmark --help)"
+            )
         from ssad.benchmarks.__main__ import main as benchmark_main
 
         return benchmark_main(argv[1:], prog=f"{PROG} benchmark")
-    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

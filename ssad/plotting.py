@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ssad.thresholds import _is_anomaly
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -70,7 +72,9 @@ def _curves(results: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
     out = []
     for label, pair in items:
         y, scores = pair
-        out.append((str(label), np.asarray(y, dtype=bool), np.asarray(scores, dtype=np.float64)))
+        scores = np.asarray(scores, dtype=np.float64)
+        y = _is_anomaly(y, scores.shape[0], name="is_anomaly", of="scores")
+        out.append((str(label), y, scores))
     return out
 
 
@@ -207,11 +211,7 @@ def plot_score_histogram(
     if is_anomaly is None:
         groups = [("images", scores)]
     else:
-        y = np.asarray(is_anomaly).reshape(-1).astype(bool)
-        if y.shape != scores.shape:
-            raise ValueError(
-                f"is_anomaly must have one entry per score; got {y.size} for {scores.size} scores."
-            )
+        y = _is_anomaly(is_anomaly, scores.size, name="is_anomaly", of="scores")
         groups = [("normal", scores[~y]), ("anomalous", scores[y])]
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(6.0, 4.0))

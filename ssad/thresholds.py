@@ -113,17 +113,18 @@ def _final_step(estimator: Any) -> Any:
     return final
 
 
-def _is_anomaly(y_val: Any, n: int) -> np.ndarray:
+def _is_anomaly(y_val: Any, n: int, name: str = "y_val", of: str = "images in X_val") -> np.ndarray:
+    """``y_val`` as a boolean anomaly mask of length ``n``, refusing anything but 0/1 labels."""
     y = column_or_1d(y_val)
     if y.shape[0] != n:
-        raise ValueError(f"y_val has {y.shape[0]} labels for {n} images in X_val.")
+        raise ValueError(f"{name} has {y.shape[0]} labels for {n} {of}.")
     values = set(np.unique(y).tolist())
     if not values <= {0, 1}:
         hint = ""
         if -1 in values:
-            hint = " For predict-style labels (+1 normal, -1 anomaly) pass y_val == -1."
+            hint = f" For predict-style labels (+1 normal, -1 anomaly) pass {name} == -1."
         raise ValueError(
-            "y_val must mark the anomalies: True or 1 for an anomaly, False or 0 for a normal "
+            f"{name} must mark the anomalies: True or 1 for an anomaly, False or 0 for a normal "
             f"image. Got the values {sorted(values)}.{hint}"
         )
     return y.astype(bool)

@@ -151,3 +151,18 @@ def test_batched_photometric_ops_match_torchvision():
         [TF.gaussian_blur(img, kernel_size=[3, 3], sigma=[1.5, 1.5]) for img in x]
     )
     torch.testing.assert_close(blur(x), expected, atol=1e-5, rtol=0)
+
+
+def test_crop_scales_and_jitter_strengths_are_checked():
+    from ssad.augment import MultiCropTransform
+    from ssad.augment._views import ColorJitter, RandomResizedCrop
+
+    with pytest.raises(ValueError, match="'scale' parameter of RandomResizedCrop"):
+        RandomResizedCrop(8, scale=(0.4, 1.5))
+    with pytest.raises(ValueError, match="'global_scale' parameter of MultiCropTransform"):
+        MultiCropTransform(32, 16, global_scale=(1.0, 0.4))
+    # a strength above 1 draws factors from [0, 1 + v], as torchvision does: never negative
+    torch.manual_seed(0)
+    x = torch.full((500, 3, 4, 4), 0.5)
+    out = ColorJitter(brightness=1.5, contrast=0.0, saturation=0.0, hue=0.0, p=1.0)(x)
+    assert (out.amax(dim=(1, 2, 3)) > 0).all()

@@ -160,6 +160,9 @@ def test_list_help_and_benchmark(capsys: pytest.CaptureFixture[str], tmp_path: P
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
     assert capsys.readouterr().out.startswith("usage: ssad benchmark")
+    with pytest.raises(SystemExit) as exc:
+        main(["-v", "benchmark", "--dataset", "digits"])
+    assert exc.value.code == 2 and "put 'benchmark' first" in capsys.readouterr().err
     argv = ["benchmark", "--dataset", "digits", "--classes", "0", "--max-test", "60", "--quiet"]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     assert len(list(tmp_path.glob("*.json"))) == 1

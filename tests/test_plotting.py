@@ -96,8 +96,13 @@ def test_plot_score_histogram(tmp_path: Path) -> None:
     _save(ax, tmp_path / "hist.png")
     ax = plot_score_histogram(scores, ax=Figure().subplots())  # no labels: one histogram
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["images (100)"]
-    with pytest.raises(ValueError, match="one entry per score"):
+    with pytest.raises(ValueError, match="is_anomaly has .* labels for .* scores"):
         plot_score_histogram(scores, is_anomaly[:5], ax=Figure().subplots())
+    predict_style = np.where(is_anomaly, -1, 1)  # +1 would be read as True: refused with a hint
+    with pytest.raises(ValueError, match="pass is_anomaly == -1"):
+        plot_score_histogram(scores, predict_style, ax=Figure().subplots())
+    with pytest.raises(ValueError, match="pass is_anomaly == -1"):
+        plot_roc_curves((predict_style, scores), ax=Figure().subplots())
     with pytest.raises(ValueError, match="finite"):
         plot_score_histogram([np.nan], ax=Figure().subplots())
 

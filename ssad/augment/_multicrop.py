@@ -15,6 +15,7 @@ from ssad.augment._views import (
     RandomResizedCrop,
     Solarize,
     ViewTransform,
+    check_crop_scale,
 )
 
 __all__ = ["MultiCropTransform", "dino_view_transforms"]
@@ -138,6 +139,8 @@ class MultiCropTransform:
         self.local_size = local_size
         self.n_global_crops = n_global_crops
         self.n_local_crops = n_local_crops
+        check_crop_scale(global_scale, "global_scale", "MultiCropTransform")
+        check_crop_scale(local_scale, "local_scale", "MultiCropTransform")
         self.global_scale = (float(global_scale[0]), float(global_scale[1]))
         self.local_scale = (float(local_scale[0]), float(local_scale[1]))
         self.shift = shift

@@ -62,7 +62,12 @@ class RandomResizedCrop(ViewTransform):
     size : int or (int, int)
         Output size.
     scale : (float, float), default=(0.08, 1.0)
-        Range of the crop's share of the image area.
+        Range of the crop's share of the image area, ``0 < low <= high <= 1``.
+        A crop whose drawn share and aspect ratio make it wider or taller
+        than the image is cut to the image's side, so its area falls below
+        the drawn share (torchvision redraws such crops instead); even
+        ``(1.0, 1.0)`` then crops unless the drawn ratio is exactly the
+        image's.
     ratio : (float, float), default=(3/4, 4/3)
         Range of the crop's aspect ratio (log-uniform).
     """
@@ -70,6 +75,9 @@ class RandomResizedCrop(ViewTransform):
     size: int | tuple[int, int]
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def __post_init__(self) -> None:
+        check_crop_scale(self.scale, "scale", "RandomResizedCrop")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -130,7 +138,7 @@ class ColorJitter(ViewTransform):
     """Random brightness, contrast, saturation and hue, applied with probability ``p``.
 
     Factors are drawn per image as in torchvision's ``ColorJitter``
-    (``[1 - v, 1 + v]``; hue shift in ``[-hue, hue]``), in that fixed order.
+    (``[max(0, 1 - v), 1 + v]``; hue shift in ``[-hue, hue]``), in that fixed order.
     """
 
     brightness: float = 0.4
@@ -144,7 +152,7 @@ class ColorJitter(ViewTransform):
         on = _chosen(x, self.p).view(-1, 1, 1, 1)
 
         def factor(v: float) -> torch.Tensor:
-            return torch.empty(b, 1, 1, 1, device=x.device).uniform_(1 - v, 1 + v)
+            return torch.empty(b, 1, 1, 1, device=x.device).uniform_(max(0.0, 1 - v), 1 + v)
 
         y = (x * factor(self.brightness)).clamp(0, 1)
         mean = _grey(y).mean(dim=(2, 3), keepdim=True)
