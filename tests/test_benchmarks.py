@@ -632,6 +632,9 @@ def test_runner_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
             main([*argv, "--out", str(tmp_path)])
         assert exc.value.code == 2
     assert "--root" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # --ratios would be ignored without a preset
+        main(["--dataset", "digits", "--protocol", "contaminated", "--ratios", "0.2"])
+    assert exc.value.code == 2 and "--ratios goes with --preset" in capsys.readouterr().err
 
 
 def test_max_train_keeps_the_contamination_mask_aligned() -> None:

@@ -94,6 +94,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
         return 0
     if (args.preset is None) == (args.dataset is None):
         parser.error("give either --preset NAME or --dataset NAME (with --estimator)")
+    if args.preset is None and args.ratios is not None:
+        parser.error("--ratios goes with --preset; give a single run's share with --ratio")
     if args.params is not None and not isinstance(args.params, dict):
         parser.error("--params must be a JSON object")
     fmt = "%(asctime)s %(name)s %(levelname)s: %(message)s"
