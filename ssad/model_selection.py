@@ -15,7 +15,7 @@ directly, where :func:`sensitivity_score` derives a seed from
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,16 +44,21 @@ def _scorer_of(fitted: Any) -> Any:
     return getattr(fitted, "scorer_", None)
 
 
-def _held_out_auroc(
-    Z_fit: np.ndarray, Z_in: np.ndarray, scorer: Any, n_holdout: int, seed: int
-) -> float:
-    """The sensitivity score from training and in-distribution test embeddings."""
-    n = Z_fit.shape[0]
+def _check_holdout(n_holdout: int, n: int) -> None:
+    """Refuse a number of held-out images outside ``[1, n - 1]``."""
     if not 1 <= n_holdout < n:
         raise ValueError(
             f"The 'n_holdout' parameter of sensitivity_score must be an int in the range "
             f"[1, {n - 1}] (fewer than the {n} training images). Got {n_holdout!r} instead."
         )
+
+
+def _held_out_auroc(
+    Z_fit: np.ndarray, Z_in: np.ndarray, scorer: Any, n_holdout: int, seed: int
+) -> float:
+    """The sensitivity score from training and in-distribution test embeddings."""
+    n = Z_fit.shape[0]
+    _check_holdout(n_holdout, n)
     perm = np.random.default_rng(seed).permutation(n)
     held, kept = perm[:n_holdout], perm[n_holdout:]
     reference = clone(scorer).fit(Z_fit[kept])
@@ -130,6 +135,8 @@ def sensitivity_score(
     """
     if isinstance(n_holdout, bool) or not isinstance(n_holdout, (int, np.integer)):
         raise ValueError(f"The 'n_holdout' parameter must be an int. Got {n_holdout!r} instead.")
+    if isinstance(X_train, Sized) and not isinstance(X_train, (str, bytes)):
+        _check_holdout(int(n_holdout), len(X_train))  # before the fit, not after it
     seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     fitted = clone(estimator).fit(X_train)
     transform, scorer = _embedder(fitted), _scorer_of(fitted)

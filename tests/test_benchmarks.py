@@ -269,6 +269,11 @@ def test_evaluate_skips_only_identical_baselines(anomaly_data: tuple[np.ndarray,
 # -- sensitivity score ----------------------------------------------------------------------
 
 
+class _NeverFitted(BaseEstimator):
+    def fit(self, X: Any, y: Any = None) -> _NeverFitted:
+        raise AssertionError("fitted before its arguments were checked")
+
+
 class _Memoriser(BaseEstimator):
     """Embeds an image it was fitted on near 0 and any other image near 10: it memorises."""
 
@@ -301,6 +306,8 @@ def test_sensitivity_score_iid_near_half() -> None:
     for bad in (0, 350, 1.5):
         with pytest.raises(ValueError, match="'n_holdout' parameter"):
             sensitivity_score(est, X[:350], X[350:], n_holdout=bad)
+    with pytest.raises(ValueError, match="'n_holdout' parameter"):  # before any fit
+        sensitivity_score(_NeverFitted(), X[:350], X[350:], n_holdout=350)
 
 
 def test_sensitivity_score_detects_memorisation() -> None:
@@ -635,6 +642,10 @@ def test_runner_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exc:  # --ratios would be ignored without a preset
         main(["--dataset", "digits", "--protocol", "contaminated", "--ratios", "0.2"])
     assert exc.value.code == 2 and "--ratios goes with --preset" in capsys.readouterr().err
+    for flags in (["--ratio", "0.1"], ["--protocol", "one-class"], ["--ood-dataset", "digits"]):
+        with pytest.raises(SystemExit) as exc:  # a preset fixes them: they would be ignored
+            main(["--preset", "speed", *flags, "--out", str(tmp_path)])
+        assert exc.value.code == 2 and f"{flags[0]}: a preset fixes" in capsys.readouterr().err
 
 
 def test_max_train_keeps_the_contamination_mask_aligned() -> None:

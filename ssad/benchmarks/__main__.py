@@ -44,8 +44,8 @@ def build_parser(prog: str = "python -m ssad.benchmarks") -> argparse.ArgumentPa
     what.add_argument("--preset", help="a preset (see --list): data, protocol, method, rows")
     what.add_argument("--estimator", help="a registered estimator; with --preset: its method")
     what.add_argument("--dataset", help=f"data set: {', '.join(DATASETS)}")
-    what.add_argument("--protocol", choices=PROTOCOLS, default="one-class")
-    what.add_argument("--ratio", type=float, default=0.05, help="contamination share")
+    what.add_argument("--protocol", choices=PROTOCOLS, help="protocol (default one-class)")
+    what.add_argument("--ratio", type=float, help="contamination share (default 0.05)")
     what.add_argument("--ood-dataset", help="out-of-distribution set (dataset-vs-dataset)")
     what.add_argument("--params", type=json.loads, help="JSON for set_params, e.g. '{\"k\": 5}'")
     what.add_argument("--list", action="store_true", help="list estimators and presets")
@@ -96,6 +96,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
         parser.error("give either --preset NAME or --dataset NAME (with --estimator)")
     if args.preset is None and args.ratios is not None:
         parser.error("--ratios goes with --preset; give a single run's share with --ratio")
+    fixed_by_preset = {"--protocol": args.protocol, "--ratio": args.ratio}
+    fixed_by_preset["--ood-dataset"] = args.ood_dataset
+    given = [flag for flag, value in fixed_by_preset.items() if value is not None]
+    if args.preset is not None and given:
+        parser.error(
+            f"{', '.join(given)}: a preset fixes its data and protocol; give the "
+            "contamination shares with --ratios"
+        )
     if args.params is not None and not isinstance(args.params, dict):
         parser.error("--params must be a JSON object")
     fmt = "%(asctime)s %(name)s %(levelname)s: %(message)s"
@@ -116,8 +124,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
         if args.preset is not None:
             runs = run_preset(args.preset, ratios=args.ratios, estimator=args.estimator, **common)
         else:
-            what = {"protocol": args.protocol, "estimator": args.estimator or "knn-pixels"}
-            what.update(ratio=args.ratio, ood_dataset=args.ood_dataset)
+            ratio = 0.05 if args.ratio is None else args.ratio
+            what = {"protocol": args.protocol or "one-class", "ood_dataset": args.ood_dataset}
+            what.update(estimator=args.estimator or "knn-pixels", ratio=ratio)
             runs = [run_benchmark(args.dataset, **what, **common)]
         for result, estimator, data in runs:
             report = {"plots": args.plots, "estimator": estimator, "data": data}
