@@ -645,7 +645,7 @@ def test_runner_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     for flags in (["--ratio", "0.1"], ["--protocol", "one-class"], ["--ood-dataset", "digits"]):
         with pytest.raises(SystemExit) as exc:  # a preset fixes them: they would be ignored
             main(["--preset", "speed", *flags, "--out", str(tmp_path)])
-        assert exc.value.code == 2 and f"{flags[0]}: a preset fixes" in capsys.readouterr().err
+        assert exc.value.code == 2 and f"{flags[0]}: a preset fixes it" in capsys.readouterr().err
 
 
 def test_max_train_keeps_the_contamination_mask_aligned() -> None:

@@ -84,10 +84,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.list:
-        for title, names in (
-            ("estimators (--estimator)", available_estimators()),
-            ("presets (--preset)", available_presets()),
-        ):
+        lists = {"estimators (--estimator)": available_estimators()}
+        for title, names in {**lists, "presets (--preset)": available_presets()}.items():
             print(f"{title}:")
             for name, text in names.items():
                 print(f"  {name:28s} {text}")
@@ -96,14 +94,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ssad.benchmar
         parser.error("give either --preset NAME or --dataset NAME (with --estimator)")
     if args.preset is None and args.ratios is not None:
         parser.error("--ratios goes with --preset; give a single run's share with --ratio")
-    fixed_by_preset = {"--protocol": args.protocol, "--ratio": args.ratio}
-    fixed_by_preset["--ood-dataset"] = args.ood_dataset
-    given = [flag for flag, value in fixed_by_preset.items() if value is not None]
-    if args.preset is not None and given:
-        parser.error(
-            f"{', '.join(given)}: a preset fixes its data and protocol; give the "
-            "contamination shares with --ratios"
-        )
+    given = [k for k in ("protocol", "ratio", "ood_dataset") if vars(args)[k] is not None]
+    if args.preset is not None and given:  # a preset fixes them: refused, not ignored
+        parser.error(f"--{given[0].replace('_', '-')}: a preset fixes it (shares: --ratios)")
     if args.params is not None and not isinstance(args.params, dict):
         parser.error("--params must be a JSON object")
     fmt = "%(asctime)s %(name)s %(levelname)s: %(message)s"
