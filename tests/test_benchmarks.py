@@ -1032,6 +1032,28 @@ def test_convex_mil_terms_example_fits_only_the_terms_asked_for(tmp_path):
         main(["--terms", "full", "full"])
 
 
+def test_freeze_batchnorm_example_scores_like_the_frozen_backbone(tmp_path):
+    import runpy
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "freeze_batchnorm.py"
+    main = runpy.run_path(str(path))["main"]
+    tiny = {"backbone": "test_resnet", "checkpoint_path": None, "pretrained": False}
+    tiny.update(freeze_batchnorm=True, batch_size=8)
+    argv = ["--dataset", "digits", "--max-train", "40", "--max-test", "40", "--image-size", "16"]
+    argv += ["--n-epochs", "1", "--detectors", "convex-mil-pretrained"]
+    aurocs = main([*argv, "--params", json.dumps(tiny), "--out", str(tmp_path)])
+    rows = aurocs["convex-mil-pretrained"]
+    # a learning rate of 1e-12 leaves the weights, and frozen BatchNorm its statistics
+    assert rows["convex-mil-pretrained"] == pytest.approx(rows["frozen-same-scorer"], abs=1e-6)
+    assert "batchnorm-trained" in rows and "knn-frozen" in rows
+    (json_path,) = tmp_path.glob("digits_one-class_freeze-batchnorm-convex-mil-pretrained*.json")
+    report = json.loads(json_path.read_text())
+    validate_report(report)
+    params = {m["name"]: m["params"] for m in [report["estimator"], *report["baselines"]]}
+    assert params["convex-mil-pretrained"]["learning_rate"] == 1e-12
+    assert params["batchnorm-trained"]["freeze_batchnorm"] is False
+
+
 def test_knn_pixels_filtered_is_seeded():
     gmm = make_estimator("knn-pixels-filtered", random_state=3)[-1].filter[-1]
     assert (gmm.random_state, gmm.contamination) == (3, 0.1)
