@@ -54,3 +54,20 @@ def test_compose_is_reproducible_under_a_seed():
     torch.manual_seed(3)
     torch.testing.assert_close(t(x), a)
     assert "RandomResizedCrop" in repr(t)
+
+
+def test_views_keep_the_batch_dtype_under_a_training_steps_autocast():
+    # views are drawn inside the loss, under the training step's autocast: the blur's
+    # convolutions once came back in bfloat16 and broke the float32 batch they write into
+    from ssad.augment import MultiCropTransform, RotationTransform
+
+    x = _batch(size=32)
+    multicrop = MultiCropTransform(24, 12, n_local_crops=2, shift=RotationTransform())
+    torch.manual_seed(0)
+    plain = multicrop(x)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = multicrop(x)
+    for a, b in zip(cast, plain, strict=True):
+        assert a.dtype == x.dtype
+        torch.testing.assert_close(a, b)

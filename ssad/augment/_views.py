@@ -197,8 +197,11 @@ class GaussianBlur(ViewTransform):
         pad = k // 2
         mode = "reflect" if min(h, w) > pad else "replicate"
         sel = F.pad(sel, (pad, pad, pad, pad), mode=mode)
-        sel = F.conv2d(sel, kernel.view(n * c, 1, k, 1), groups=n * c)
-        sel = F.conv2d(sel, kernel.view(n * c, 1, 1, k), groups=n * c)
+        # at the batch's own precision: a training step's autocast would run the
+        # convolutions in bfloat16/float16 and hand back a dtype the batch does not have
+        with torch.autocast(x.device.type, enabled=False):
+            sel = F.conv2d(sel, kernel.view(n * c, 1, k, 1), groups=n * c)
+            sel = F.conv2d(sel, kernel.view(n * c, 1, 1, k), groups=n * c)
         out = x.clone()
         out[chosen] = sel.reshape(n, c, h, w)
         return out
