@@ -40,7 +40,7 @@ from ssad.benchmarks import (
 )
 from ssad.benchmarks.__main__ import main
 from ssad.datasets import make_anomaly_images, make_shape_images
-from ssad.detectors import TransformalyDetector
+from ssad.detectors import ConvexMILDetector, TransformalyDetector
 from ssad.features import PixelFeatures
 from ssad.model_selection import select_by_sensitivity, sensitivity_score
 from ssad.scoring import CosineKernelScorer, GaussianScorer, KNNScorer
@@ -410,6 +410,24 @@ def test_knn_frozen_row_for_an_image_detector() -> None:
     assert len(record["loss_curve"]) == len(record["validation_curve"]) == 1
     assert res.to_dict()["baselines"][0]["splits"][0]["training"] is None
     assert "| TransformalyDetector | class 0 | 1 | 1 |" in res.to_markdown()
+
+
+def test_knn_frozen_unit_row_for_a_detector_that_scores_on_the_sphere() -> None:
+    # ConvexMIL scores L2-normalised embeddings: its untrained features get a row in that
+    # space too (Euclidean kNN on the raw features can rank far from it)
+    det = ConvexMILDetector(
+        "test_resnet", pretrained=False, image_size=32, n_epochs=1, random_state=0
+    )
+    base, _ = default_baselines(det)
+    assert list(base)[:2] == ["knn-frozen", "knn-frozen-unit"]
+    raw, unit = base["knn-frozen"][0], base["knn-frozen-unit"][0]
+    assert (raw.normalize, unit.normalize) == (False, True)
+    assert unit.get_params() == {**raw.get_params(), "normalize": True}
+    X, _ = make_shape_images(12, n_classes=2, image_size=32, random_state=0)
+    Z = unit.fit_transform(X)
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-5)
+    trans = TransformalyDetector("test_vit", pretrained=False, image_size=32)
+    assert "knn-frozen-unit" not in default_baselines(trans)[0]  # it scores raw features
 
 
 # -- registry, helpers ----------------------------------------------------------------------

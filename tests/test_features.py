@@ -214,3 +214,13 @@ def test_timm_features_random_state_is_reproducible(rgb_images):
     state = torch.random.get_rng_state()
     TimmFeatures(**VIT, random_state=0).fit(rgb_images)
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+
+
+def test_normalize_gives_the_unit_rows_of_the_same_features(rgb_images):
+    raw = TimmFeatures(**VIT, random_state=0).fit_transform(rgb_images)
+    for cls in (TimmFeatures, DINOFeatures, MAEFeatures):
+        unit = cls(**VIT, pooling="mean", normalize=True, random_state=0).fit_transform(rgb_images)
+        np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
+    unit = TimmFeatures(**VIT, normalize=True, random_state=0).fit_transform(rgb_images)
+    expected = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_allclose(unit, expected, rtol=1e-4, atol=1e-6)

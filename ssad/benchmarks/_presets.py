@@ -250,6 +250,12 @@ _CONVEX_MIL_BASELINES: dict[str, Variant | FromFitted] = {
         build=lambda method: _on_frozen(KNNScorer())(make_estimator("convex-mil-pretrained")),
         description="knn-frozen of the pretrained row: kNN (k=2) on its untrained backbone",
     ),
+    "knn-frozen-pretrained-unit": Variant(
+        build=lambda method: _on_frozen(KNNScorer())(
+            make_estimator("convex-mil-pretrained")
+        ).set_params(features__normalize=True),
+        description="knn-frozen-unit of the pretrained row: its untrained features L2-normalised",
+    ),
 }
 _TRANSFORMALY_BASELINES: dict[str, Variant | FromFitted] = {
     "gaussian-frozen": Variant(

@@ -67,6 +67,11 @@ class TimmFeatures(
         concatenate them, instead of the final normalised output.  A
         non-empty list of ints within the model's blocks (a ValueError at
         ``fit`` otherwise).
+    normalize : bool, default=False
+        L2-normalise each embedding: the space of the detectors that score
+        on the unit sphere (:class:`~ssad.ConvexMILDetector`,
+        :class:`~ssad.SelfDistillNegDetector`), where Euclidean kNN ranks
+        as cosine distance does.
     image_size : int or (int, int), default=None
         Model input size; default: the backbone's pretrained config.  Images
         are resized to it (no crop).
@@ -131,6 +136,7 @@ class TimmFeatures(
         "backbone_kwargs": [dict, None],
         "pooling": [StrOptions(set(POOLINGS))],
         "layers": [list, tuple, None],
+        "normalize": ["boolean"],
         "image_size": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list, None],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "num_workers": [Interval(numbers.Integral, 0, None, closed="left")],
@@ -149,6 +155,7 @@ class TimmFeatures(
         backbone_kwargs: dict[str, Any] | None = None,
         pooling: str = "auto",
         layers: list[int] | None = None,
+        normalize: bool = False,
         image_size: int | tuple[int, int] | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -163,6 +170,7 @@ class TimmFeatures(
         self.backbone_kwargs = backbone_kwargs
         self.pooling = pooling
         self.layers = layers
+        self.normalize = normalize
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -246,6 +254,7 @@ class TimmFeatures(
             device=self.device_,
             num_workers=self.num_workers,
             precision=self.precision,
+            normalize=self.normalize,
             verbose=int(progress),
             desc=type(self).__name__,
         )
@@ -270,8 +279,8 @@ class DINOFeatures(TimmFeatures):
     ----------
     backbone : str, default="vit_small_patch16_224.dino"
         Any DINO checkpoint in timm works too, e.g. ``vit_base_patch16_224.dino``.
-    pretrained, checkpoint_path, backbone_kwargs, pooling, layers, image_size, \
-batch_size, num_workers, device, precision, random_state, verbose
+    pretrained, checkpoint_path, backbone_kwargs, pooling, layers, normalize, \
+image_size, batch_size, num_workers, device, precision, random_state, verbose
         As in :class:`TimmFeatures`; ``pooling`` defaults to ``"cls"``, the
         representation DINO trains (the Gasoyan thesis flattens every token:
         ``pooling="tokens"``, see :func:`ssad.detectors.make_thesis_pipeline`).
@@ -308,6 +317,7 @@ batch_size, num_workers, device, precision, random_state, verbose
         backbone_kwargs: dict[str, Any] | None = None,
         pooling: str = "cls",
         layers: list[int] | None = None,
+        normalize: bool = False,
         image_size: int | tuple[int, int] | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -323,6 +333,7 @@ batch_size, num_workers, device, precision, random_state, verbose
             backbone_kwargs=backbone_kwargs,
             pooling=pooling,
             layers=layers,
+            normalize=normalize,
             image_size=image_size,
             batch_size=batch_size,
             num_workers=num_workers,
@@ -345,7 +356,7 @@ class MAEFeatures(TimmFeatures):
     backbone : str, default="vit_base_patch16_224.mae"
         Also ``vit_large_patch16_224.mae`` or ``vit_huge_patch14_224.mae``
         (the Gasoyan thesis' model).
-    pretrained, checkpoint_path, backbone_kwargs, layers, image_size, \
+    pretrained, checkpoint_path, backbone_kwargs, layers, normalize, image_size, \
 batch_size, num_workers, device, precision, random_state, verbose
         As in :class:`TimmFeatures`.
     pooling : {"auto", "cls", "mean", "cls+mean", "tokens"}, default="mean"
@@ -383,6 +394,7 @@ batch_size, num_workers, device, precision, random_state, verbose
         backbone_kwargs: dict[str, Any] | None = None,
         pooling: str = "mean",
         layers: list[int] | None = None,
+        normalize: bool = False,
         image_size: int | tuple[int, int] | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -398,6 +410,7 @@ batch_size, num_workers, device, precision, random_state, verbose
             backbone_kwargs=backbone_kwargs,
             pooling=pooling,
             layers=layers,
+            normalize=normalize,
             image_size=image_size,
             batch_size=batch_size,
             num_workers=num_workers,
