@@ -41,7 +41,7 @@ from ssad.benchmarks import (
 from ssad.benchmarks.__main__ import main
 from ssad.datasets import make_anomaly_images, make_shape_images
 from ssad.detectors import ConvexMILDetector, TransformalyDetector
-from ssad.features import PixelFeatures
+from ssad.features import PixelFeatures, TimmFeatures
 from ssad.model_selection import select_by_sensitivity, sensitivity_score
 from ssad.scoring import CosineKernelScorer, GaussianScorer, KNNScorer
 
@@ -380,7 +380,13 @@ def test_knn_frozen_row_for_an_image_detector() -> None:
     )
     base, skipped = default_baselines(det)
     assert skipped == {}
-    assert list(base) == ["knn-frozen", "knn-embeddings", "knn-pixels", "iforest-pixels"]
+    assert list(base) == [
+        "knn-frozen",
+        "knn-frozen-unit",
+        "knn-embeddings",
+        "knn-pixels",
+        "iforest-pixels",
+    ]
     frozen = base["knn-frozen"][0]
     assert (frozen.backbone, frozen.image_size, frozen.random_state) == ("test_vit", 32, 0)
     part = FromFitted(lambda est, zf, zs: est.scorer_.score_parts(zs)["pretrained"], "z_p")
@@ -396,6 +402,7 @@ def test_knn_frozen_row_for_an_image_detector() -> None:
         "TransformalyDetector",
         "pretrained-space",
         "knn-frozen",
+        "knn-frozen-unit",
         "knn-embeddings",
         "knn-pixels",
         "iforest-pixels",
@@ -412,9 +419,10 @@ def test_knn_frozen_row_for_an_image_detector() -> None:
     assert "| TransformalyDetector | class 0 | 1 | 1 |" in res.to_markdown()
 
 
-def test_knn_frozen_unit_row_for_a_detector_that_scores_on_the_sphere() -> None:
+def test_knn_frozen_unit_row_beside_knn_frozen() -> None:
     # ConvexMIL scores L2-normalised embeddings: its untrained features get a row in that
-    # space too (Euclidean kNN on the raw features can rank far from it)
+    # space too (Euclidean kNN on the raw features can rank far from it); so does every
+    # estimator with network features, unless they are normalised already
     det = ConvexMILDetector(
         "test_resnet", pretrained=False, image_size=32, n_epochs=1, random_state=0
     )
@@ -427,7 +435,10 @@ def test_knn_frozen_unit_row_for_a_detector_that_scores_on_the_sphere() -> None:
     Z = unit.fit_transform(X)
     np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-5)
     trans = TransformalyDetector("test_vit", pretrained=False, image_size=32)
-    assert "knn-frozen-unit" not in default_baselines(trans)[0]  # it scores raw features
+    assert "knn-frozen-unit" in default_baselines(trans)[0]
+    knn_on_unit = Pipeline([("f", TimmFeatures("test_vit", normalize=True)), ("k", KNNScorer())])
+    base, skipped = default_baselines(knn_on_unit)
+    assert "knn-frozen-unit" in skipped and "knn-frozen" in skipped
 
 
 # -- registry, helpers ----------------------------------------------------------------------

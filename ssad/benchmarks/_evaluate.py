@@ -578,8 +578,8 @@ def default_baselines(
       backbone with its starting weights, image size and pooling, untrained
       (``estimator.frozen_features()``, or the first step of a pipeline that
       starts with :class:`~ssad.TimmFeatures`): does the training help?
-    - ``knn-frozen-unit``: the same on the L2-normalised features, for an
-      estimator that scores on the unit sphere (ConvexMIL, SelfDistillNeg);
+    - ``knn-frozen-unit``: the same on the L2-normalised features (the space
+      of the detectors that score on the unit sphere; often the stronger);
     - ``knn-embeddings``: kNN (k=2) on the estimator's own (trained)
       embeddings, from its fit (:class:`FromFitted`);
     - ``knn-pixels`` and ``iforest-pixels``: kNN (k=2) and IsolationForest on
@@ -616,8 +616,10 @@ def default_baselines(
         skipped["knn-frozen"] = "the estimator is kNN (k=2) on frozen features"
     else:
         base["knn-frozen"] = Pipeline([("features", frozen), ("knn", KNNScorer(n_neighbors=2))])
-    if frozen is not None and getattr(estimator, "_normalize_embeddings", False):
-        unit = clone(frozen).set_params(normalize=True)  # the sphere the estimator scores on
+    if frozen is not None and frozen.normalize:
+        skipped["knn-frozen-unit"] = "the frozen features are L2-normalised (see knn-frozen)"
+    elif frozen is not None:
+        unit = clone(frozen).set_params(normalize=True)
         base["knn-frozen-unit"] = Pipeline([("features", unit), ("knn", KNNScorer(n_neighbors=2))])
     if steps is not None and all(isinstance(s, PixelFeatures) for s in steps[:-1]):
         skipped["knn-embeddings"] = "the estimator's embeddings are the raw pixels"
