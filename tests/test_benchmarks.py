@@ -1086,3 +1086,19 @@ def test_freeze_batchnorm_example_scores_like_the_frozen_backbone(tmp_path):
 def test_knn_pixels_filtered_is_seeded():
     gmm = make_estimator("knn-pixels-filtered", random_state=3)[-1].filter[-1]
     assert (gmm.random_state, gmm.contamination) == (3, 0.1)
+
+
+def test_the_transformaly_rescored_rows_equal_a_fit_with_that_scorer() -> None:
+    from ssad.benchmarks import get_preset
+
+    X, _ = make_shape_images(24, n_classes=2, image_size=32, random_state=0)
+    tiny = {"backbone": "test_vit", "pretrained": False, "image_size": 32, "n_epochs": 1}
+    det = TransformalyDetector(**tiny, n_student_blocks=1, random_state=0).fit(X[:16])
+    rows = get_preset("transformaly-one-class").ablations
+    Z_fit, Z_score = det.transform(X[:16]), det.transform(X[16:])
+    for name, params in [("knn+finetuned", {}), ("knn-cos+finetuned", {"metric": "cosine"})]:
+        got = rows[name].fn(det, Z_fit, Z_score)
+        other = TransformalyDetector(**tiny, n_student_blocks=1, random_state=0, scorer="knn")
+        expected = other.set_params(**params).fit(X[:16]).score_samples(X[16:])
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert det.scorer == "gaussian"  # the rows leave the fitted detector as it was

@@ -190,3 +190,17 @@ def test_a_one_component_mixture_is_added_as_a_gaussian(rgb_images):
     one = Transformaly(**TINY, n_epochs=1, scorer="gmm", n_components=1, random_state=0).fit(X)
     two = Transformaly(**TINY, n_epochs=1, scorer="gmm", n_components=2, random_state=0).fit(X)
     assert not one.scorer_.standardize and two.scorer_.standardize
+
+
+def test_cosine_knn_scores_the_pretrained_space_by_angle(rgb_images):
+    from sklearn.neighbors import NearestNeighbors
+
+    det = Transformaly(
+        **TINY, feature_space="pretrained", scorer="knn", metric="cosine", random_state=0
+    ).fit(rgb_images)
+    Z = det.transform(rgb_images[:5])
+    Z_fit = det.transform(rgb_images)
+    dist, _ = NearestNeighbors(n_neighbors=2, metric="cosine").fit(Z_fit).kneighbors(Z * 3.0)
+    np.testing.assert_allclose(det.score_samples(rgb_images[:5]), -dist.sum(1), atol=1e-5)
+    l2 = Transformaly(**TINY, feature_space="pretrained", scorer="knn", random_state=0)
+    assert l2.fit(rgb_images).scorer_.scorers_[0][1].metric == "l2"

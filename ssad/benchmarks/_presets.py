@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from ssad.benchmarks._evaluate import FromFitted
 from ssad.benchmarks._registry import make_estimator
 from ssad.datasets import make_natural_patches
-from ssad.scoring import CosineKernelScorer, GaussianScorer, KMeansScorer, KNNScorer, SumScorer
+from ssad.scoring import CosineKernelScorer, GaussianScorer, KMeansScorer, KNNScorer
 
 __all__ = ["Preset", "Variant", "available_presets", "get_preset", "register_preset"]
 
@@ -218,12 +219,14 @@ _CONVEX_MIL_ROWS: dict[str, Variant | FromFitted] = {
 }
 
 
-def _knn_both_spaces(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
-    """kNN (k=2) on the pretrained space plus the Gaussian of the discrepancies, standardised."""
-    d = fitted.n_pretrained_features_
-    knn = ("pretrained", KNNScorer(n_neighbors=2), slice(0, d))
-    gaussian = ("finetuned", GaussianScorer(variance=None, whiten=False), slice(d, None))
-    return SumScorer([knn, gaussian], standardize=True).fit(Z_fit).score_samples(Z_score)
+def _rescored(description: str, **params: Any) -> FromFitted:
+    """The fitted detector's embeddings under another of its scorers (``params``)."""
+
+    def fn(fitted: Any, Z_fit: np.ndarray, Z_score: np.ndarray) -> np.ndarray:
+        other = copy.copy(fitted).set_params(**params)  # keeps the fitted attributes
+        return other._make_scorer().fit(Z_fit).score_samples(Z_score)
+
+    return FromFitted(fn, description)
 
 
 def _block(j: int) -> FromFitted:
@@ -239,8 +242,11 @@ _N_BLOCKS = make_estimator("transformaly-efficientnet").n_student_blocks  # a ro
 _TRANSFORMALY_ROWS: dict[str, Variant | FromFitted] = {
     "pretrained-space": _part("pretrained"),
     "finetuned-space": _part("finetuned"),
-    "knn+finetuned": FromFitted(
-        _knn_both_spaces, "kNN (k=2) pretrained + Gaussian discrepancies, standardised sums"
+    "knn+finetuned": _rescored(
+        "kNN (k=2) pretrained + Gaussian discrepancies, standardised sums", scorer="knn"
+    ),
+    "knn-cos+finetuned": _rescored(
+        "the same with cosine kNN on the pretrained space", scorer="knn", metric="cosine"
     ),
     **{f"block-{j + 1}": _block(j) for j in range(_N_BLOCKS)},
 }

@@ -119,6 +119,10 @@ class TransformalyDetector(ImageDetector):
         Tables 4 and 6: k in {2, 5}, n in {1, 5, 20}).
     n_neighbors : int, default=2
         k of ``scorer="knn"``.
+    metric : {"l2", "cosine"}, default="l2"
+        Distance of ``scorer="knn"``: Euclidean (the reference code's) or
+        the cosine distance ``1 - cos`` (:class:`~ssad.scoring.KNNScorer`'s
+        ``metric``).  Unused by the other scorers.
     n_components : int, default=5
         Mixture components of ``scorer="gmm"``.
     dropout : float in [0, 1), default=0.1
@@ -251,6 +255,7 @@ class TransformalyDetector(ImageDetector):
         "feature_space": [StrOptions({"both", "pretrained", "finetuned"})],
         "scorer": [StrOptions({"gaussian", "knn", "gmm"})],
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "metric": [StrOptions({"l2", "cosine"})],
         "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -271,6 +276,7 @@ class TransformalyDetector(ImageDetector):
         feature_space: str = "both",
         scorer: str = "gaussian",
         n_neighbors: int = 2,
+        metric: str = "l2",
         n_components: int = 5,
         dropout: float = 0.1,
         n_epochs: int = 30,
@@ -295,6 +301,7 @@ class TransformalyDetector(ImageDetector):
         self.feature_space = feature_space
         self.scorer = scorer
         self.n_neighbors = n_neighbors
+        self.metric = metric
         self.n_components = n_components
         self.dropout = dropout
         self.n_epochs = n_epochs
@@ -366,7 +373,7 @@ class TransformalyDetector(ImageDetector):
         if space == "finetuned":  # m-dim discrepancies: no PCA, as in the reference code
             return GaussianScorer(variance=None, whiten=False)
         if self.scorer == "knn":
-            return KNNScorer(n_neighbors=self.n_neighbors)
+            return KNNScorer(n_neighbors=self.n_neighbors, metric=self.metric)
         if self.scorer == "gaussian":
             return GaussianScorer(variance=self.variance, whiten=True)
         gmm = GMMOutlierFilter(
