@@ -33,7 +33,8 @@ def test_gpu_check_stages_run_on_the_cpu_with_a_tiny_model(tmp_path):
     argv = ["--smoke", "--out", str(out), "--quality", "--quality-out", str(quality)]
     report = _script("gpu_check.py")["main"](argv)
     stages = report["stages"]
-    assert set(stages) == {"dino_features", "transformaly_fit", "self_distill", "faiss"}
+    assert set(stages) == {"dino_features", "transformaly_fit", "self_distill", "faiss", "loading"}
+    assert stages["loading"]["images_per_s"]["2"] > 0
     assert stages["dino_features"]["images_per_s"] > 0
     assert stages["self_distill"]["n_steps"] >= 1
     assert [run["status"] for run in report["quality"]] == [0]
