@@ -496,6 +496,43 @@ def test_knn_cuda_without_gpu_faiss_names_the_fix():
         KNNScorer(device="cuda").fit(X_train)
 
 
+@pytest.mark.parametrize("index", ["flat", "ivf", "hnsw"])
+def test_knn_gpu_path_moves_flat_and_ivf_indexes_without_compression(monkeypatch, index):
+    """With a faiss that reports a GPU, flat and IVF indexes go through
+    ``index_cpu_to_gpu`` (stood in for by the CPU index here), IVF without the
+    CPU's automatic PQ codes, HNSW stays on the CPU, and the scores are those of
+    the same index kept on the CPU by ``device="cpu"``, which moves nothing."""
+    from ssad.scoring import _knn
+
+    moved = []
+
+    def to_gpu(resources, device, cpu_index):
+        moved.append((type(resources).__name__, device, type(cpu_index).__name__))
+        return cpu_index
+
+    class FakeGpuResources:
+        pass
+
+    monkeypatch.setattr(_knn, "_faiss_gpus", lambda: 1)
+    monkeypatch.setattr(_knn, "_GPU_RESOURCES", None)
+    monkeypatch.setattr(faiss, "StandardGpuResources", FakeGpuResources, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu, raising=False)
+    X_train, X_test = _data(n_train=400, n_features=16)
+    params = dict(index=index, n_lists=8, n_probe=8, random_state=0)
+    on_gpu = KNNScorer(**params).fit(X_train)
+    if index == "hnsw":  # its graph is built in parallel: not compared bit for bit
+        assert moved == []
+        return
+    expected = "IndexFlat" if index == "flat" else "IndexIVFFlat"
+    assert moved == [("FakeGpuResources", 0, expected)]
+    assert on_gpu.compression_ is None
+    moved.clear()
+    on_cpu = KNNScorer(**params, device="cpu", compression=None).fit(X_train)
+    assert moved == []
+    np.testing.assert_allclose(on_gpu.score_samples(X_test), on_cpu.score_samples(X_test))
+    np.testing.assert_allclose(on_gpu.offset_, on_cpu.offset_)
+
+
 # -- CosineKernelScorer ------------------------------------------------------------
 
 
