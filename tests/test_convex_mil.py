@@ -156,13 +156,16 @@ def test_convex_mil_loss_separates_the_outlier():
 
 
 # -- eqs. 7-8: mean-shifted loss ----------------------------------------------------------
-def _msad_reference(z1, z2, c, temperature=0.25):
-    """MSAD's formula written out: -log(e^{pos} / sum_{j != i} e^{sim_ij}) over 2b views."""
+def _msad_reference(z1, z2, c, temperature=0.25, negatives=()):
+    """MSAD's formula written out: -log(e^{pos} / sum_{j != i} e^{sim_ij}) over 2b views
+    (and over the shifted ``negatives`` in the denominator, which anchor nothing)."""
     u = [F.normalize(v - c, dim=0) for v in torch.cat([z1, z2])]
+    extra = [F.normalize(v - c, dim=0) for v in negatives]
     n, b = len(u), len(z1)
     total = 0.0
     for i in range(n):
         denom = sum(math.exp(float(u[i] @ u[j]) / temperature) for j in range(n) if j != i)
+        denom += sum(math.exp(float(u[i] @ v) / temperature) for v in extra)
         pos = math.exp(float(u[i] @ u[(i + b) % n]) / temperature)
         total += -math.log(pos / denom)
     angular = sum(float(((v - c) ** 2).sum()) for v in z1) / b
@@ -186,6 +189,45 @@ def test_mean_shifted_loss_matches_msad_formula():
     assert angular == pytest.approx(float((2 - 2 * z1 @ c).mean() + (2 - 2 * z2 @ c).mean()))
     printed = -float((torch.cat([z1, z2]) @ c).mean())
     assert 0.25 * angular == pytest.approx(1 + printed, rel=1e-5)
+
+
+def test_mean_shifted_loss_with_shifted_negatives_matches_the_formula():
+    gen = torch.Generator().manual_seed(2)
+    z1 = F.normalize(torch.randn(3, 5, generator=gen), dim=1)
+    z2 = F.normalize(z1 + 0.3 * torch.randn(3, 5, generator=gen), dim=1)
+    c = F.normalize(torch.randn(5, generator=gen), dim=0)
+    rotated = F.normalize(torch.randn(6, 5, generator=gen), dim=1)
+    contrastive, angular = _msad_reference(z1, z2, c, negatives=rotated)
+    loss = mean_shifted_loss(z1, z2, c, negatives=rotated).item()
+    assert loss == pytest.approx(contrastive + angular, rel=1e-5)
+    # more negatives only add to the denominators: the loss grows
+    assert loss > mean_shifted_loss(z1, z2, c).item()
+    empty = mean_shifted_loss(z1, z2, c, negatives=rotated[:0]).item()
+    assert empty == pytest.approx(mean_shifted_loss(z1, z2, c).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("lambda_rot", [1.0, 0.0])
+def test_rotated_views_join_the_mean_shift_negatives(small_images, monkeypatch, lambda_rot):
+    seen = []
+    original = mil_module.mean_shifted_loss
+
+    def spy(z1, z2, center, **kwargs):
+        seen.append((z1.shape, kwargs["negatives"]))
+        return original(z1, z2, center, **kwargs)
+
+    monkeypatch.setattr(cmil_module, "mean_shifted_loss", spy)
+    params = {**TINY, "n_epochs": 2, "batch_size": 4, "mean_shift_start_epoch": 1}
+    ConvexMILDetector(**params, lambda_rot=lambda_rot, random_state=0).fit(small_images)
+    assert [negatives for _, negatives in seen] == [None, None]  # the default: MSAD's
+    seen.clear()
+    ConvexMILDetector(
+        **params, lambda_rot=lambda_rot, mean_shift_negatives="rotations", random_state=0
+    ).fit(small_images)
+    assert len(seen) == 2  # epoch 1, two steps of 4 images
+    for (b, d), negatives in seen:
+        assert negatives.shape == (3 * b, d)  # 90, 180 and 270 degrees of every image
+        torch.testing.assert_close(negatives.norm(dim=1), torch.ones(3 * b))
+        assert negatives.requires_grad
 
 
 def test_the_detector_weights_the_angular_term(small_images, monkeypatch):

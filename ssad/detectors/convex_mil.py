@@ -167,6 +167,14 @@ class ConvexMILDetector(ImageDetector):
         mean-shifted contrastive term alone (MSAD's default).  See
         :func:`ssad.nn.mil.mean_shifted_loss` and, for its effect under
         contamination, the ConvexMIL guide.
+    mean_shift_negatives : {"views", "rotations"}, default="views"
+        The negatives of ``L_mean``'s contrastive term (eq. 7's
+        ``X^-``, "augmented copies from different instances").
+        ``"views"``: the other images' views, as MSAD.  ``"rotations"``:
+        also the rotated views (90, 180 and 270 degrees) of every image of
+        the batch, CSI's shifted instances, which the paper takes its
+        rotations from; they are computed for ``L_rot`` anyway, so this
+        costs no forward pass while the rotation loss is on.
     n_epochs : int, default=200
         Training epochs (paper: 200).
     warmup_epochs : int, default=10
@@ -313,6 +321,11 @@ class ConvexMILDetector(ImageDetector):
       MSAD recipe for a pretrained start (there from clean images before
       any training; here from the training views of the epoch before
       ``L_mean`` starts).
+      Eq. 7's negatives ``X^-`` are "augmented copies from different
+      instances": by default the other images' views (MSAD);
+      ``mean_shift_negatives="rotations"`` adds the rotated views of the
+      batch, the shifted instances of CSI (see the ConvexMIL guide for the
+      measurement).
     - **Memory filtering** (``memory_filter``, beyond the paper): eq. 11
       compares a test image with *every* training image, contaminating
       anomalies included, so a test anomaly like one of them scores as
@@ -392,6 +405,7 @@ class ConvexMILDetector(ImageDetector):
         "mean_shift_start_epoch": [Interval(numbers.Integral, 0, None, closed="left")],
         "mean_shift_center": [StrOptions({"running", "fixed"})],
         "mean_shift_angular": [Interval(numbers.Real, 0, None, closed="left")],
+        "mean_shift_negatives": [StrOptions({"views", "rotations"})],
         "projection_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
@@ -424,6 +438,7 @@ class ConvexMILDetector(ImageDetector):
         mean_shift_start_epoch: int = 15,
         mean_shift_center: str = "running",
         mean_shift_angular: float = 1.0,
+        mean_shift_negatives: str = "views",
         projection_dim: int | None = None,
         crop_scale: tuple[float, float] = (0.08, 1.0),
         n_epochs: int = 200,
@@ -459,6 +474,7 @@ class ConvexMILDetector(ImageDetector):
         self.mean_shift_start_epoch = mean_shift_start_epoch
         self.mean_shift_center = mean_shift_center
         self.mean_shift_angular = mean_shift_angular
+        self.mean_shift_negatives = mean_shift_negatives
         self.projection_dim = projection_dim
         self.crop_scale = crop_scale
         self.n_epochs = n_epochs
@@ -678,7 +694,8 @@ class ConvexMILDetector(ImageDetector):
         and the batch positions of the abnormal candidates (None without L_conv).
         """
         b = batch.shape[0]
-        n_rot = N_ROTATIONS if self.rotation_head_ is not None else 1
+        rotated_negatives = center is not None and self.mean_shift_negatives == "rotations"
+        n_rot = N_ROTATIONS if self.rotation_head_ is not None or rotated_negatives else 1
         two_views = self.use_convex or center is not None
         parts = [views(torch.rot90(batch, k, dims=(2, 3))) for k in range(n_rot)]
         if two_views:
@@ -698,7 +715,10 @@ class ConvexMILDetector(ImageDetector):
             abnormal = candidates.abnormal
             loss = loss + convex(z1, z2, candidates=candidates)
         if center is not None:
-            ms = mean_shifted_loss(z1, z2, center, angular=self.mean_shift_angular)
+            shifted = self._project(h[b : n_rot * b]) if rotated_negatives else None
+            ms = mean_shifted_loss(
+                z1, z2, center, angular=self.mean_shift_angular, negatives=shifted
+            )
             loss = loss + self.lambda_mean * ms
         if self.rotation_head_ is not None:
             logits = self.rotation_head_(h[: N_ROTATIONS * b]).float()

@@ -427,6 +427,7 @@ def mean_shifted_loss(
     *,
     temperature: float = 0.25,
     angular: float = 1.0,
+    negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean-shifted contrastive loss with the angular centre loss (eqs. 7-8; MSAD).
 
@@ -454,6 +455,11 @@ def mean_shifted_loss(
     angular : float >= 0, default=1.0
         Weight of the angular centre term; 0 leaves the mean-shifted
         contrastive term alone (MSAD's default), 0.25 is eq. 7 as printed.
+    negatives : Tensor of shape (m, d), optional
+        L2-normalised embeddings of further views that are negatives of
+        every view and anchors of none (shifted by the same centre); CSI's
+        shifted instances, e.g. the rotated views of the batch.  They add
+        columns to the NT-Xent logits and nothing to the centre term.
 
     Returns
     -------
@@ -464,8 +470,13 @@ def mean_shifted_loss(
     b = z1.shape[0]
     d1, d2 = z1 - center, z2 - center
     u = F.normalize(torch.cat([d1, d2]), dim=1)
-    logits = (u @ u.T) / temperature
-    logits = logits.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=u.device), float("-inf"))
+    columns = u
+    if negatives is not None:
+        shifted = F.normalize(negatives.float().to(u.device) - center, dim=1)
+        columns = torch.cat([u, shifted])
+    logits = (u @ columns.T) / temperature
+    self_pairs = torch.eye(2 * b, columns.shape[0], dtype=torch.bool, device=u.device)
+    logits = logits.masked_fill(self_pairs, float("-inf"))
     target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(u.device)
     loss = F.cross_entropy(logits, target)
     if angular:
