@@ -206,28 +206,31 @@ def test_mean_shifted_loss_with_shifted_negatives_matches_the_formula():
     assert empty == pytest.approx(mean_shifted_loss(z1, z2, c).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("lambda_rot", [1.0, 0.0])
-def test_rotated_views_join_the_mean_shift_negatives(small_images, monkeypatch, lambda_rot):
+@pytest.mark.parametrize("extra", [{"lambda_rot": 1.0}, {"lambda_rot": 0.0}, {"projection_dim": 8}])
+def test_rotated_views_join_the_mean_shift_negatives(small_images, monkeypatch, extra):
     seen = []
     original = mil_module.mean_shifted_loss
 
     def spy(z1, z2, center, **kwargs):
-        seen.append((z1.shape, kwargs["negatives"]))
+        seen.append((z1.detach(), z2.detach(), kwargs["negatives"]))
         return original(z1, z2, center, **kwargs)
 
     monkeypatch.setattr(cmil_module, "mean_shifted_loss", spy)
-    params = {**TINY, "n_epochs": 2, "batch_size": 4, "mean_shift_start_epoch": 1}
-    ConvexMILDetector(**params, lambda_rot=lambda_rot, random_state=0).fit(small_images)
-    assert [negatives for _, negatives in seen] == [None, None]  # the default: MSAD's
+    params = {**TINY, "n_epochs": 2, "batch_size": 4, "mean_shift_start_epoch": 1, **extra}
+    ConvexMILDetector(**params, random_state=0).fit(small_images)
+    assert [negatives for *_, negatives in seen] == [None, None]  # the default: MSAD's
     seen.clear()
-    ConvexMILDetector(
-        **params, lambda_rot=lambda_rot, mean_shift_negatives="rotations", random_state=0
-    ).fit(small_images)
+    det = ConvexMILDetector(**params, mean_shift_negatives="rotations", random_state=0)
+    det.fit(small_images)
     assert len(seen) == 2  # epoch 1, two steps of 4 images
-    for (b, d), negatives in seen:
+    for z1, z2, negatives in seen:
+        b, d = z1.shape
+        assert d == extra.get("projection_dim", d)
         assert negatives.shape == (3 * b, d)  # 90, 180 and 270 degrees of every image
         torch.testing.assert_close(negatives.norm(dim=1), torch.ones(3 * b))
         assert negatives.requires_grad
+        # neither the anchors (z1) nor their positives (z2) are among the negatives
+        assert torch.cdist(negatives.detach(), torch.cat([z1, z2])).min() > 1e-4
 
 
 def test_the_detector_weights_the_angular_term(small_images, monkeypatch):

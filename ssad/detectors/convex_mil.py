@@ -174,7 +174,9 @@ class ConvexMILDetector(ImageDetector):
         also the rotated views (90, 180 and 270 degrees) of every image of
         the batch, CSI's shifted instances, which the paper takes its
         rotations from; they are computed for ``L_rot`` anyway, so this
-        costs no forward pass while the rotation loss is on.
+        costs no forward pass while the rotation loss is on (with
+        ``lambda_rot=0`` each step embeds the rotations for it, and
+        BatchNorm in train mode sees them, as with the rotation loss).
     n_epochs : int, default=200
         Training epochs (paper: 200).
     warmup_epochs : int, default=10
