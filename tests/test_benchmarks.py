@@ -844,6 +844,14 @@ def test_registered_companions_and_fit_params(tmp_path: Path) -> None:
     assert estimator_companions("convex-mil") == {
         "rotation-only": {"use_convex": False, "lambda_mean": 0.0}
     }
+    # the 96 px variant is the pretrained one with three documented changes, and
+    # runs the same rotation-only ablation beside it
+    assert estimator_companions("convex-mil-pretrained-96") == estimator_companions("convex-mil")
+    changes = {"image_size": 96, "mean_shift_negatives": "rotations"}
+    changes["memory_filter"] = "pseudo_normality"
+    base = make_estimator("convex-mil-pretrained", changes).get_params(deep=False)
+    variant = make_estimator("convex-mil-pretrained-96").get_params(deep=False)
+    assert {k: v for k, v in variant.items() if repr(v) != repr(base[k])} == {}
     register_estimator(
         "test-knn-companion",
         knn_pixels,

@@ -232,6 +232,15 @@ TRANSFORMALY_CPU.update(n_epochs=15, n_iter_no_change=3)
 CONVEX_MIL_CPU: dict[str, Any] = {"backbone": "resnet10t", "image_size": 32, "n_epochs": 6}
 CONVEX_MIL_CPU.update(warmup_epochs=1, mean_shift_start_epoch=1, batch_size=32)
 
+#: ConvexMIL from ImageNet EfficientNet-Lite0: BatchNorm and early stages frozen, lr 1e-4.
+CONVEX_MIL_PRETRAINED: dict[str, Any] = {"image_size": 64, "n_trainable_blocks": 2}
+CONVEX_MIL_PRETRAINED.update(learning_rate=1e-4, n_epochs=4, warmup_epochs=1)
+CONVEX_MIL_PRETRAINED.update(mean_shift_start_epoch=1, batch_size=32)
+
+#: The same at 96 px with rotated negatives of L_mean and a filtered eq. 11 memory.
+CONVEX_MIL_PRETRAINED_96 = {**CONVEX_MIL_PRETRAINED, "image_size": 96}
+CONVEX_MIL_PRETRAINED_96.update(mean_shift_negatives="rotations", memory_filter="pseudo_normality")
+
 _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     (
         "knn-pixels",
@@ -347,19 +356,15 @@ _BUILTIN: list[tuple[str, EstimatorFactory, str]] = [
     ),
     (
         "convex-mil-pretrained",
-        _detector(
-            "ConvexMILDetector",
-            lite=0,
-            image_size=64,
-            n_trainable_blocks=2,
-            learning_rate=1e-4,
-            n_epochs=4,
-            warmup_epochs=1,
-            mean_shift_start_epoch=1,
-            batch_size=32,
-        ),
+        _detector("ConvexMILDetector", lite=0, **CONVEX_MIL_PRETRAINED),
         "ConvexMILDetector from ImageNet EfficientNet-Lite0 (BatchNorm and early "
         "stages frozen, lr 1e-4; not the paper's protocol); offline weights",
+    ),
+    (
+        "convex-mil-pretrained-96",
+        _detector("ConvexMILDetector", lite=0, **CONVEX_MIL_PRETRAINED_96),
+        "convex-mil-pretrained at 96 px, the rotated views as further negatives of the "
+        "mean-shifted loss, eq. 11 against the training images eq. 2 keeps; offline weights",
     ),
 ]
 for _name, _factory, _description in _BUILTIN:
