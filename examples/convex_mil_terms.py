@@ -14,9 +14,9 @@ only the terms asked for:
 
 each as ``pretrained-<term>``, beside the default baselines (``knn-frozen``,
 kNN and the isolation forest on pixels).  The first term is the report's
-estimator row (its embeddings also give ``knn-embeddings``).  The training is
-deterministic for a seed, so rows already measured in a runner report need
-not be fitted again.
+estimator row (its embeddings also give ``knn-embeddings``).  A seed repeats
+the training to within hundredths of a point of mean AUROC, so rows already
+measured in a runner report need not be fitted again.
 
 Run:  python examples/convex_mil_terms.py --dataset fashion-mnist --ratio 0.05 \
           --max-train 1000 --seed 0 --terms rot-conv rot-mean --out docs/results
