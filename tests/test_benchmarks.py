@@ -967,6 +967,41 @@ def test_the_convex_mil_presets_cover_full_mnist() -> None:
         next(run_preset("convex-mil-mnist", classes=[0], max_train=4, max_test=4, verbose=0))
 
 
+@pytest.mark.parametrize(
+    "name", ["convex-mil-mnist-5k", "convex-mil-mnist", "convex-mil-fashion-mnist"]
+)
+def test_the_convex_mil_presets_have_every_row_of_the_table(name: str) -> None:
+    # the paper's ablations, the filtered memory, the pretrained start and the baselines
+    from ssad.benchmarks import default_baselines, estimator_companions, get_preset
+
+    preset = get_preset(name)
+    assert preset.protocol == "contaminated" and preset.ratios == (0.02, 0.05, 0.10)
+    method = make_estimator(preset.estimator)
+    rows = {
+        *preset.ablations,
+        *preset.baselines,
+        *estimator_companions(preset.estimator),
+        *default_baselines(method)[0],
+    }
+    assert rows >= {
+        "rotation-only",
+        "rot+conv",
+        "rot+mean",
+        "memory-filtered",
+        "pretrained",
+        "knn-frozen",
+        "knn-frozen-unit",
+        "knn-pixels",
+        "knn-pixels-filtered",
+        "knn-frozen-pretrained",
+        "knn-frozen-pretrained-unit",
+    }
+    # the ablations switch off one loss term each of the registered full method
+    assert preset.ablations["rot+conv"].params == {"lambda_mean": 0.0}
+    assert preset.ablations["rot+mean"].params == {"use_convex": False}
+    assert method.use_convex and method.lambda_mean > 0 and method.lambda_rot > 0
+
+
 def test_the_transformaly_presets_have_one_block_row_per_student() -> None:
     from ssad.benchmarks import get_preset
 
