@@ -408,6 +408,19 @@ def test_memory_neighbors_sets_k_of_the_memory_filter():
         clone(det).set_params(memory_neighbors=7).fit(X[:7])
 
 
+@pytest.mark.parametrize("memory_filter", ["pseudo_normality", "gmm"])
+def test_memory_fraction_sets_the_share_filtered_apart_from_the_candidates(memory_filter):
+    det = ConvexMILDetector(**TINY, abnormal_fraction=0.02, memory_filter=memory_filter)
+    assert det._make_scorer().filter.contamination == 0.02  # None: abnormal_fraction
+    det.set_params(memory_fraction=0.25)
+    assert det._make_scorer().filter.contamination == 0.25
+    X = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    det.set_params(n_epochs=1, batch_size=10, random_state=0).fit(X)
+    assert det.scorer_.inlier_mask_.sum() == 15  # a quarter of the 20 dropped
+    with pytest.raises(ValueError, match="memory_fraction"):
+        clone(det).set_params(memory_fraction=0.6).fit(X)
+
+
 def test_projection_head_carries_the_contrastive_terms(small_images, monkeypatch):
     initial = []
     build = ConvexMILDetector._projection_head

@@ -94,7 +94,9 @@ class ConvexMILDetector(ImageDetector):
         K of the pseudo normality (eq. 2): neighbours within the mini-batch
         (capped at ``batch_size - 1``).  Not a parameter of the score.
     abnormal_fraction : float in (0, 1), default=0.1
-        Share of each mini-batch put into the abnormal candidate set.
+        Share of each mini-batch put into the abnormal candidate set (the
+        paper's 10 %); also the share the memory filter drops unless
+        ``memory_fraction`` says otherwise.
     n_convex : int, default=5
         C, the instances averaged into a convex representation (eq. 5).
     candidate_view : {"clean", "augmented"}, default="clean"
@@ -107,7 +109,7 @@ class ConvexMILDetector(ImageDetector):
         The anchor of eq. 6: a convex representation of the normal set, as
         printed, or the normal candidate's own embedding.
     memory_filter : {None, "pseudo_normality", "gmm"}, default=None
-        Beyond the paper: drop the ``abnormal_fraction`` of the training
+        Beyond the paper: drop the ``memory_fraction`` of the training
         images that look least normal from the reference set of the score
         (eq. 11), so that contaminating anomalies do not vouch for test
         anomalies.  ``"pseudo_normality"``: eq. 2 over the whole training set
@@ -123,6 +125,11 @@ class ConvexMILDetector(ImageDetector):
         groups of contaminating anomalies of one kind, which a fixed K lets
         vouch for each other as the training set grows (see the ConvexMIL
         guide for the measurements).
+    memory_fraction : float in (0, 0.5] or None, default=None
+        Share of the training images the memory filter drops.  None: the
+        ``abnormal_fraction`` of the candidate sets.  The two are separate
+        choices: lowering ``abnormal_fraction`` towards a known low
+        contamination also lowers the share filtered, unless this is set.
     sampling : {"paper", "inverse"}, default="paper"
         Soft-sampling weights of the abnormal set (eq. 4).  ``"paper"``:
         proportional to the pseudo normality ``s_j``, as printed;
@@ -331,7 +338,8 @@ class ConvexMILDetector(ImageDetector):
     - **Memory filtering** (``memory_filter``, beyond the paper): eq. 11
       compares a test image with *every* training image, contaminating
       anomalies included, so a test anomaly like one of them scores as
-      normal; the filter drops ``abnormal_fraction`` of the training images
+      normal; the filter drops ``memory_fraction`` (by default
+      ``abnormal_fraction``) of the training images
       from that reference set (``offset_`` still comes from every training
       image: leave-one-out scores for the kept ones).  With eq. 2's K over a
       large training set, a handful of contaminating images of one kind are
@@ -410,6 +418,7 @@ class ConvexMILDetector(ImageDetector):
             StrOptions({"sqrt"}),
             None,
         ],
+        "memory_fraction": [Interval(numbers.Real, 0, 0.5, closed="right"), None],
         "sampling": [StrOptions(set(SAMPLINGS))],
         "convex_temperature": [Interval(numbers.Real, 0, None, closed="neither")],
         "lambda_mean": [Interval(numbers.Real, 0, None, closed="left")],
@@ -443,6 +452,7 @@ class ConvexMILDetector(ImageDetector):
         anchor: str = "convex",
         memory_filter: str | None = None,
         memory_neighbors: int | str | None = None,
+        memory_fraction: float | None = None,
         sampling: str = "paper",
         convex_temperature: float = 1.0,
         lambda_mean: float = 1.0,
@@ -479,6 +489,7 @@ class ConvexMILDetector(ImageDetector):
         self.anchor = anchor
         self.memory_filter = memory_filter
         self.memory_neighbors = memory_neighbors
+        self.memory_fraction = memory_fraction
         self.sampling = sampling
         self.convex_temperature = convex_temperature
         self.lambda_mean = lambda_mean
@@ -541,17 +552,16 @@ class ConvexMILDetector(ImageDetector):
         knn = KNNScorer(metric="cosine", n_neighbors=1)  # eq. 11
         if self.memory_filter is None:
             return knn
+        fraction = self.abnormal_fraction if self.memory_fraction is None else self.memory_fraction
         if self.memory_filter == "gmm":
-            memory_filter: Any = GMMOutlierFilter(
-                contamination=self.abnormal_fraction, random_state=0
-            )
+            memory_filter: Any = GMMOutlierFilter(contamination=fraction, random_state=0)
         else:  # eq. 2 over the training set: mean cosine similarity to the K nearest
             k = self.n_batch_neighbors if self.memory_neighbors is None else self.memory_neighbors
             memory_filter = KNNScorer(
                 n_neighbors=k,
                 metric="cosine",
                 aggregate="mean",
-                contamination=self.abnormal_fraction,
+                contamination=fraction,
             )
         return FilteredFit(memory_filter, knn)
 
