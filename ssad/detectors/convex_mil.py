@@ -96,7 +96,9 @@ class ConvexMILDetector(ImageDetector):
     abnormal_fraction : float in (0, 1), default=0.1
         Share of each mini-batch put into the abnormal candidate set (the
         paper's 10 %); also the share the memory filter drops unless
-        ``memory_fraction`` says otherwise.
+        ``memory_fraction`` says otherwise.  Matching it to a known gamma
+        of 2 % did not help the full method (see the ConvexMIL guide for
+        the measurement).
     n_convex : int, default=5
         C, the instances averaged into a convex representation (eq. 5).
     candidate_view : {"clean", "augmented"}, default="clean"
