@@ -206,6 +206,32 @@ def test_mean_shifted_loss_with_shifted_negatives_matches_the_formula():
     assert empty == pytest.approx(mean_shifted_loss(z1, z2, c).item(), rel=1e-6)
 
 
+def test_mean_shifted_loss_pulls_only_the_images_asked_for():
+    gen = torch.Generator().manual_seed(3)
+    z1 = F.normalize(torch.randn(5, 4, generator=gen), dim=1)
+    z2 = F.normalize(z1 + 0.3 * torch.randn(5, 4, generator=gen), dim=1)
+    c = F.normalize(torch.randn(4, generator=gen), dim=0)
+    pulled = torch.tensor([True, False, True, True, False])
+    contrastive = mean_shifted_loss(z1, z2, c, angular=0.0).item()
+    kept = pulled.nonzero().squeeze(1)
+    _, angular_kept = _msad_reference(z1[kept], z2[kept], c)
+    loss = mean_shifted_loss(z1, z2, c, angular=0.5, pulled=pulled).item()
+    assert loss == pytest.approx(contrastive + 0.5 * angular_kept, rel=1e-5)
+    every = mean_shifted_loss(z1, z2, c, pulled=torch.ones(5, dtype=torch.bool)).item()
+    assert every == pytest.approx(mean_shifted_loss(z1, z2, c).item(), rel=1e-6)
+    none = mean_shifted_loss(z1, z2, c, pulled=torch.zeros(5, dtype=torch.bool)).item()
+    assert none == pytest.approx(contrastive, rel=1e-6)
+    # the centre term gives no gradient to the images left out
+    a1 = z1.clone().requires_grad_(True)
+    a2 = z2.clone().requires_grad_(True)
+    centre_term = mean_shifted_loss(a1, a2, c, pulled=pulled)
+    (centre_term - mean_shifted_loss(a1, a2, c, angular=0.0)).backward()
+    assert torch.count_nonzero(a1.grad[~pulled]) == 0 and torch.count_nonzero(a2.grad[~pulled]) == 0
+    assert torch.count_nonzero(a1.grad[pulled]) > 0
+    with pytest.raises(ValueError, match=r"shape \(5,\).*got shape \(4,\)"):
+        mean_shifted_loss(z1, z2, c, pulled=pulled[:4])
+
+
 @pytest.mark.parametrize("extra", [{"lambda_rot": 1.0}, {"lambda_rot": 0.0}, {"projection_dim": 8}])
 def test_rotated_views_join_the_mean_shift_negatives(small_images, monkeypatch, extra):
     seen = []
@@ -249,6 +275,45 @@ def test_the_detector_weights_the_angular_term(small_images, monkeypatch):
     assert weights[2:] == [1.0, 1.0]
     assert det.loss_curve_[0] == default.loss_curve_[0]  # no L_mean in epoch 0
     assert det.loss_curve_[1] < default.loss_curve_[1]  # the centre term adds a positive loss
+
+
+@pytest.mark.parametrize("use_convex", [True, False])
+def test_the_centre_term_can_spare_the_abnormal_candidates(small_images, monkeypatch, use_convex):
+    seen = []
+    original = mil_module.mean_shifted_loss
+    candidates = mil_module.ConvexMILLoss.candidates
+    split = []
+
+    def spy(z1, z2, center, **kwargs):
+        seen.append(kwargs["pulled"])
+        return original(z1, z2, center, **kwargs)
+
+    def spy_candidates(self, selection):
+        result = candidates(self, selection)
+        split.append(result.abnormal.clone())
+        return result
+
+    monkeypatch.setattr(cmil_module, "mean_shifted_loss", spy)
+    monkeypatch.setattr(mil_module.ConvexMILLoss, "candidates", spy_candidates)
+    params = {**TINY, "n_epochs": 2, "batch_size": 4, "mean_shift_start_epoch": 1}
+    params.update(use_convex=use_convex, n_batch_neighbors=2, abnormal_fraction=0.25)
+    ConvexMILDetector(**params, random_state=0).fit(small_images)
+    assert seen == [None, None]  # the default pulls every image, as eq. 7 is printed
+    seen.clear()
+    split.clear()
+    det = ConvexMILDetector(**params, mean_shift_pull="normal_candidates", random_state=0)
+    det.fit(small_images)
+    assert len(seen) == 2  # epoch 1, two steps of 4 images
+    # without L_conv the batch is split in epoch 1 only, for the centre term
+    steps = split[-2:]
+    assert len(split) == (4 if use_convex else 2)
+    for pulled, abnormal in zip(seen, steps, strict=True):
+        assert pulled.dtype == torch.bool and pulled.shape == (4,)
+        assert (~pulled).nonzero().squeeze(1).tolist() == sorted(abnormal.tolist())
+        assert 0 < int(pulled.sum()) < 4
+    assert det.abnormal_candidates_.any()
+    with pytest.raises(ValueError, match="mean_shift_pull"):
+        ConvexMILDetector(**TINY, mean_shift_pull="some").fit(small_images)
 
 
 # -- the detector ---------------------------------------------------------------------------

@@ -186,6 +186,15 @@ class ConvexMILDetector(ImageDetector):
         costs no forward pass while the rotation loss is on (with
         ``lambda_rot=0`` each step embeds the rotations for it, and
         BatchNorm in train mode sees them, as with the rotation loss).
+    mean_shift_pull : {"all", "normal_candidates"}, default="all"
+        Which images the angular centre term of ``L_mean`` pulls towards the
+        centre.  ``"all"``: every image of the batch, as eq. 7 is printed.
+        ``"normal_candidates"`` (beyond the paper): the normal candidates
+        of eqs. 1-2 only, so that the images eq. 2 marks as abnormal are not
+        drawn into the normal cluster the scores compare with (they stay in
+        the contrastive term; the candidates are split as for ``L_conv``,
+        also when ``use_convex=False``).  See the ConvexMIL guide for the
+        measurement.
     n_epochs : int, default=200
         Training epochs (paper: 200).
     warmup_epochs : int, default=10
@@ -249,7 +258,8 @@ class ConvexMILDetector(ImageDetector):
         one.
     abnormal_candidates_ : ndarray of shape (n_train,), dtype bool
         The training images placed in an abnormal candidate set during the
-        last epoch (all False without ``L_conv``); with known contamination
+        last epoch (all False without ``L_conv`` unless
+        ``mean_shift_pull="normal_candidates"``); with known contamination
         labels, the share of anomalies among them measures eqs. 1-3.
     loss_curve_ : list of float
         Mean training loss per epoch.
@@ -336,7 +346,10 @@ class ConvexMILDetector(ImageDetector):
       instances": by default the other images' views (MSAD);
       ``mean_shift_negatives="rotations"`` adds the rotated views of the
       batch, the shifted instances of CSI (see the ConvexMIL guide for the
-      measurement).
+      measurement).  Eq. 7's centre term pulls every image, the
+      contaminating anomalies too, towards the centre;
+      ``mean_shift_pull="normal_candidates"`` spares the abnormal
+      candidates of eqs. 1-2 (beyond the paper).
     - **Memory filtering** (``memory_filter``, beyond the paper): eq. 11
       compares a test image with *every* training image, contaminating
       anomalies included, so a test anomaly like one of them scores as
@@ -430,6 +443,7 @@ class ConvexMILDetector(ImageDetector):
         "mean_shift_center": [StrOptions({"running", "fixed"})],
         "mean_shift_angular": [Interval(numbers.Real, 0, None, closed="left")],
         "mean_shift_negatives": [StrOptions({"views", "rotations"})],
+        "mean_shift_pull": [StrOptions({"all", "normal_candidates"})],
         "projection_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "n_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
@@ -464,6 +478,7 @@ class ConvexMILDetector(ImageDetector):
         mean_shift_center: str = "running",
         mean_shift_angular: float = 1.0,
         mean_shift_negatives: str = "views",
+        mean_shift_pull: str = "all",
         projection_dim: int | None = None,
         crop_scale: tuple[float, float] = (0.08, 1.0),
         n_epochs: int = 200,
@@ -501,6 +516,7 @@ class ConvexMILDetector(ImageDetector):
         self.mean_shift_center = mean_shift_center
         self.mean_shift_angular = mean_shift_angular
         self.mean_shift_negatives = mean_shift_negatives
+        self.mean_shift_pull = mean_shift_pull
         self.projection_dim = projection_dim
         self.crop_scale = crop_scale
         self.n_epochs = n_epochs
@@ -729,8 +745,9 @@ class ConvexMILDetector(ImageDetector):
         z1 = self._project(h[:b])
         z2 = self._project(h[-b:]) if two_views else z1
         loss = z1.sum() * 0.0  # keeps the graph when no term is active this epoch
-        abnormal = None
-        if self.use_convex:
+        abnormal = candidates = None
+        pull_normal = center is not None and self.mean_shift_pull == "normal_candidates"
+        if self.use_convex or pull_normal:
             if self.candidate_view == "clean":  # eqs. 1-4 on the clean images, eval mode
                 with evaluating(self.encoder_):
                     selection = self._project(self._features(batch))
@@ -738,11 +755,21 @@ class ConvexMILDetector(ImageDetector):
                 selection = z1
             candidates = convex.candidates(selection)
             abnormal = candidates.abnormal
+        if self.use_convex:
             loss = loss + convex(z1, z2, candidates=candidates)
         if center is not None:
             shifted = self._project(h[b : n_rot * b]) if rotated_negatives else None
+            pulled = None
+            if pull_normal:
+                pulled = torch.ones(b, dtype=torch.bool, device=z1.device)
+                pulled[abnormal] = False
             ms = mean_shifted_loss(
-                z1, z2, center, angular=self.mean_shift_angular, negatives=shifted
+                z1,
+                z2,
+                center,
+                angular=self.mean_shift_angular,
+                negatives=shifted,
+                pulled=pulled,
             )
             loss = loss + self.lambda_mean * ms
         if self.rotation_head_ is not None:

@@ -428,6 +428,7 @@ def mean_shifted_loss(
     temperature: float = 0.25,
     angular: float = 1.0,
     negatives: torch.Tensor | None = None,
+    pulled: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean-shifted contrastive loss with the angular centre loss (eqs. 7-8; MSAD).
 
@@ -460,6 +461,11 @@ def mean_shifted_loss(
         every view and anchors of none (shifted by the same centre); CSI's
         shifted instances, e.g. the rotated views of the batch.  They add
         columns to the NT-Xent logits and nothing to the centre term.
+    pulled : bool Tensor of shape (b,), optional
+        The images the centre term pulls (both views of each), averaged over
+        them; default every image.  ConvexMIL's
+        ``mean_shift_pull="normal_candidates"`` leaves its abnormal
+        candidates out.  The contrastive term always covers all ``b``.
 
     Returns
     -------
@@ -480,5 +486,14 @@ def mean_shifted_loss(
     target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(u.device)
     loss = F.cross_entropy(logits, target)
     if angular:
-        loss = loss + angular * ((d1**2).sum(dim=1).mean() + (d2**2).sum(dim=1).mean())
+        if pulled is not None:
+            pulled = torch.as_tensor(pulled, dtype=torch.bool, device=u.device)
+            if pulled.shape != (b,):
+                raise ValueError(
+                    f"pulled must be a bool mask of shape ({b},), one entry per image; "
+                    f"got shape {tuple(pulled.shape)}."
+                )
+            d1, d2 = d1[pulled], d2[pulled]
+        if len(d1):
+            loss = loss + angular * ((d1**2).sum(dim=1).mean() + (d2**2).sum(dim=1).mean())
     return loss
