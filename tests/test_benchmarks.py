@@ -1104,6 +1104,33 @@ def test_convex_mil_terms_example_fits_only_the_terms_asked_for(tmp_path):
         main(["--terms", "full", "full"])
 
 
+def test_convex_mil_memory_example_scores_each_fit_against_three_memories(tmp_path):
+    import runpy
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "convex_mil_memory.py"
+    main = runpy.run_path(str(path))["main"]
+    tiny = {"backbone": "test_resnet", "checkpoint_path": None, "image_size": 16, "n_epochs": 1}
+    argv = ["--dataset", "digits", "--classes", "0", "1", "--ratio", "0.1", "--max-test", "60"]
+    argv += ["--max-train", "40", "--terms", "rot-conv", "rotation-only"]
+    out = tmp_path / "memory.json"
+    rows = main([*argv, "--params", json.dumps(tiny), "--out", str(out)])
+    assert [(r["split"][:7], r["term"]) for r in rows] == [
+        ("class 0", "rot-conv"),
+        ("class 0", "rotation-only"),
+        ("class 1", "rot-conv"),
+        ("class 1", "rotation-only"),
+    ]
+    for row in rows:
+        assert row["contaminating"] == 4  # 10 % of the 40 capped training images
+        assert row["contaminating_kept"] == 4  # no memory filter: every image is kept
+        assert row["own"] == pytest.approx(row["all"])  # the detector's eq. 11 itself
+        assert 0.0 <= row["clean"] <= 1.0
+    assert json.loads(out.read_text())["rows"] == rows
+    filtered = main([*argv, "--params", json.dumps({**tiny, "memory_filter": "pseudo_normality"})])
+    assert all(r["contaminating_kept"] <= r["contaminating"] for r in filtered)
+    assert any(r["own"] != pytest.approx(r["all"]) for r in filtered)
+
+
 def test_freeze_batchnorm_example_scores_like_the_frozen_backbone(tmp_path):
     import runpy
 
