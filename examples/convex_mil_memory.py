@@ -13,11 +13,19 @@ scores each fit three ways, with the same encoder:
   anomalies.  This reads the contamination labels, which no detector may:
   it is a diagnostic of where a loss term costs, not a method.
 
-It also prints how many contaminating images the memory filter kept.  If a
-term loses to another with the detector's own memory but not against the
-clean one, its cost goes through the memory (the anomalies it learned to
-embed close to the test anomalies), not through what it does to the normal
-images.
+It also prints how many contaminating images the memory filter kept and
+how well its training scores rank them (AUROC, contaminating images
+positive).  If a term loses to another with the detector's own memory but
+not against the clean one, its cost goes through the memory (the anomalies
+it learned to embed close to the test anomalies), not through what it does
+to the normal images.
+
+``--rotation-filter`` adds a fourth memory for the terms with a rotation
+head: the training images whose four rotations the head predicts best
+(mean log-likelihood of the true rotation), as many dropped as the
+detector's own filter drops.  It asks whether the rotation head, which
+``L_mean`` does not pull towards the centre, tells the contaminating images
+apart better than eq. 2 on the embeddings.
 
 Run:  python examples/convex_mil_memory.py --dataset fashion-mnist --ratio 0.1 \\
           --max-train 300 --classes 2 6 8 --seed 0
@@ -28,9 +36,11 @@ import json
 import sys
 
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score
 
 from ssad.benchmarks import make_estimator, run_benchmark
+from ssad.features import backbone_features
 from ssad.scoring import KNNScorer
 
 PRESET_96 = (
@@ -49,6 +59,22 @@ def eq11_auroc(Z_memory: np.ndarray, Z_test: np.ndarray, is_anomaly: np.ndarray)
     return float(roc_auc_score(is_anomaly, -scores))
 
 
+@torch.inference_mode()
+def rotation_likelihood(det: object, X: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Per image: the fitted rotation head's mean log-likelihood of the true rotation."""
+    scores = []
+    for start in range(0, len(X), batch_size):
+        x = torch.from_numpy(np.asarray(X[start : start + batch_size], dtype=np.float32) / 255)
+        x = x[:, None].expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        x = det.preprocessor_(x)
+        total = torch.zeros(len(x))
+        for k in range(4):
+            h = backbone_features(det.encoder_, torch.rot90(x, k, dims=(2, 3)), "auto")
+            total += torch.log_softmax(det.rotation_head_(h).float(), dim=1)[:, k]
+        scores.append(total / 4)
+    return torch.cat(scores).numpy()
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist")
@@ -62,6 +88,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--classes", type=int, nargs="+")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON file the rows are written to")
+    parser.add_argument(
+        "--rotation-filter",
+        action="store_true",
+        help="also score against the memory the rotation head's confidence keeps",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     params = json.loads(args.params)
 
@@ -80,7 +111,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     )
     rows: list[dict[str, object]] = []
     print(f"{args.dataset}, ratio {args.ratio}, seed {args.seed}: AUROC % of eq. 11 against")
-    print(f"{'split':<20} {'term':<14} {'own':>6} {'all':>6} {'clean':>6}  contamination kept")
+    rot_col = f" {'rot':>6}" if args.rotation_filter else ""
+    print(
+        f"{'split':<20} {'term':<14} {'own':>6} {'all':>6} {'clean':>6}{rot_col}"
+        "  contamination kept (filter AUROC)"
+    )
     for split in data.splits:
         X_fit, X_test = data.X_train[split.train_idx], data.X_test[split.test_idx]
         contaminating = np.asarray(split.train_is_anomaly, dtype=bool)
@@ -91,7 +126,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             Z_fit, Z_test = det.transform(X_fit), det.transform(X_test)
             own = float(roc_auc_score(split.is_anomaly, -det.score_samples(X_test)))
             kept = getattr(det.scorer_, "inlier_mask_", np.ones(len(X_fit), dtype=bool))
-            row = {
+            filter_scores = getattr(getattr(det.scorer_, "filter_", None), "train_scores_", None)
+            row: dict[str, object] = {
                 "split": split.name,
                 "term": term,
                 "own": own,
@@ -99,11 +135,33 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 "clean": eq11_auroc(Z_fit[~contaminating], Z_test, split.is_anomaly),
                 "contaminating": int(contaminating.sum()),
                 "contaminating_kept": int((kept & contaminating).sum()),
+                "filter_auroc": None
+                if filter_scores is None
+                else float(roc_auc_score(contaminating, -filter_scores)),
             }
+            rot_text = ""
+            if args.rotation_filter and det.rotation_head_ is not None:
+                likelihood = rotation_likelihood(det, X_fit)
+                by_rotation = np.ones(len(X_fit), dtype=bool)
+                by_rotation[np.argsort(likelihood, kind="stable")[: int((~kept).sum())]] = False
+                row["rotation"] = eq11_auroc(Z_fit[by_rotation], Z_test, split.is_anomaly)
+                row["rotation_kept"] = int((by_rotation & contaminating).sum())
+                row["rotation_filter_auroc"] = float(roc_auc_score(contaminating, -likelihood))
+                rot_text = f" {100 * row['rotation']:6.2f}"
+            elif args.rotation_filter:
+                rot_text = f" {'-':>6}"
+            auroc = row["filter_auroc"]
+            ranked = "" if auroc is None else f" ({100 * auroc:.1f})"
+            rotation_kept = ""
+            if "rotation_kept" in row:
+                rotation_kept = (
+                    f"; rotation {row['rotation_kept']} ({100 * row['rotation_filter_auroc']:.1f})"
+                )
             rows.append(row)
             print(
                 f"{split.name:<20} {term:<14} {100 * own:6.2f} {100 * row['all']:6.2f} "
-                f"{100 * row['clean']:6.2f}  {row['contaminating_kept']} of {row['contaminating']}"
+                f"{100 * row['clean']:6.2f}{rot_text}  {row['contaminating_kept']} of "
+                f"{row['contaminating']}{ranked}{rotation_kept}"
             )
     if args.out:
         with open(args.out, "w") as f:

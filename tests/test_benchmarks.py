@@ -1113,7 +1113,7 @@ def test_convex_mil_memory_example_scores_each_fit_against_three_memories(tmp_pa
     argv = ["--dataset", "digits", "--classes", "0", "1", "--ratio", "0.1", "--max-test", "60"]
     argv += ["--max-train", "40", "--terms", "rot-conv", "rotation-only"]
     out = tmp_path / "memory.json"
-    rows = main([*argv, "--params", json.dumps(tiny), "--out", str(out)])
+    rows = main([*argv, "--params", json.dumps(tiny), "--out", str(out), "--rotation-filter"])
     assert [(r["split"][:7], r["term"]) for r in rows] == [
         ("class 0", "rot-conv"),
         ("class 0", "rotation-only"),
@@ -1125,10 +1125,18 @@ def test_convex_mil_memory_example_scores_each_fit_against_three_memories(tmp_pa
         assert row["contaminating_kept"] == 4  # no memory filter: every image is kept
         assert row["own"] == pytest.approx(row["all"])  # the detector's eq. 11 itself
         assert 0.0 <= row["clean"] <= 1.0
+        assert row["filter_auroc"] is None  # no filter, no ranking
+        # the rotation filter drops as many as the detector's own: none here
+        assert row["rotation"] == pytest.approx(row["all"])
+        assert row["rotation_kept"] == 4
+        assert 0.0 <= row["rotation_filter_auroc"] <= 1.0
     assert json.loads(out.read_text())["rows"] == rows
-    filtered = main([*argv, "--params", json.dumps({**tiny, "memory_filter": "pseudo_normality"})])
+    filter_params = json.dumps({**tiny, "memory_filter": "pseudo_normality"})
+    filtered = main([*argv, "--params", filter_params, "--rotation-filter"])
     assert all(r["contaminating_kept"] <= r["contaminating"] for r in filtered)
     assert any(r["own"] != pytest.approx(r["all"]) for r in filtered)
+    assert all(0.0 <= r["filter_auroc"] <= 1.0 for r in filtered)
+    assert any(r["rotation"] != pytest.approx(r["all"]) for r in filtered)
 
 
 def test_freeze_batchnorm_example_scores_like_the_frozen_backbone(tmp_path):
