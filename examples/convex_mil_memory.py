@@ -24,8 +24,11 @@ to the normal images.
 head: the training images whose four rotations the head predicts best
 (mean log-likelihood of the true rotation), as many dropped as the
 detector's own filter drops.  It asks whether the rotation head, which
-``L_mean`` does not pull towards the centre, tells the contaminating images
-apart better than eq. 2 on the embeddings.
+``L_mean`` does not train, tells the contaminating images apart better than
+eq. 2 on the embeddings.  ``--frozen-filter`` adds another: eq. 2 (the
+detector's own memory filter) on the untrained backbone's L2-normalised
+features (``knn-frozen-unit``), which the training has not drawn together,
+again dropping as many images.
 
 Run:  python examples/convex_mil_memory.py --dataset fashion-mnist --ratio 0.1 \\
           --max-train 300 --classes 2 6 8 --seed 0
@@ -37,6 +40,7 @@ import sys
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from ssad.benchmarks import make_estimator, run_benchmark
@@ -75,6 +79,13 @@ def rotation_likelihood(det: object, X: np.ndarray, batch_size: int = 64) -> np.
     return torch.cat(scores).numpy()
 
 
+def memory_without(scores: np.ndarray, n_drop: int) -> np.ndarray:
+    """Mask of the training images kept when the ``n_drop`` lowest ``scores`` are dropped."""
+    keep = np.ones(len(scores), dtype=bool)
+    keep[np.argsort(scores, kind="stable")[:n_drop]] = False
+    return keep
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist")
@@ -92,6 +103,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         "--rotation-filter",
         action="store_true",
         help="also score against the memory the rotation head's confidence keeps",
+    )
+    parser.add_argument(
+        "--frozen-filter",
+        action="store_true",
+        help="also score against the memory eq. 2 keeps on the untrained features",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     params = json.loads(args.params)
@@ -112,6 +128,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     print(f"{args.dataset}, ratio {args.ratio}, seed {args.seed}: AUROC % of eq. 11 against")
     rot_col = f" {'rot':>6}" if args.rotation_filter else ""
+    rot_col += f" {'frozen':>6}" if args.frozen_filter else ""
     print(
         f"{'split':<20} {'term':<14} {'own':>6} {'all':>6} {'clean':>6}{rot_col}"
         "  contamination kept (filter AUROC)"
@@ -142,20 +159,36 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             rot_text = ""
             if args.rotation_filter and det.rotation_head_ is not None:
                 likelihood = rotation_likelihood(det, X_fit)
-                by_rotation = np.ones(len(X_fit), dtype=bool)
-                by_rotation[np.argsort(likelihood, kind="stable")[: int((~kept).sum())]] = False
+                by_rotation = memory_without(likelihood, int((~kept).sum()))
                 row["rotation"] = eq11_auroc(Z_fit[by_rotation], Z_test, split.is_anomaly)
                 row["rotation_kept"] = int((by_rotation & contaminating).sum())
                 row["rotation_filter_auroc"] = float(roc_auc_score(contaminating, -likelihood))
                 rot_text = f" {100 * row['rotation']:6.2f}"
             elif args.rotation_filter:
                 rot_text = f" {'-':>6}"
+            if args.frozen_filter:
+                memory_filter = getattr(det.scorer_, "filter", None)
+                if memory_filter is None:
+                    raise SystemExit("--frozen-filter needs a memory_filter in --params")
+                frozen = det.frozen_features().set_params(normalize=True)
+                untrained = clone(memory_filter).fit(frozen.fit_transform(X_fit))
+                by_frozen = memory_without(untrained.train_scores_, int((~kept).sum()))
+                row["frozen"] = eq11_auroc(Z_fit[by_frozen], Z_test, split.is_anomaly)
+                row["frozen_kept"] = int((by_frozen & contaminating).sum())
+                row["frozen_filter_auroc"] = float(
+                    roc_auc_score(contaminating, -untrained.train_scores_)
+                )
+                rot_text += f" {100 * row['frozen']:6.2f}"
             auroc = row["filter_auroc"]
             ranked = "" if auroc is None else f" ({100 * auroc:.1f})"
             rotation_kept = ""
             if "rotation_kept" in row:
                 rotation_kept = (
                     f"; rotation {row['rotation_kept']} ({100 * row['rotation_filter_auroc']:.1f})"
+                )
+            if "frozen_kept" in row:
+                rotation_kept += (
+                    f"; frozen {row['frozen_kept']} ({100 * row['frozen_filter_auroc']:.1f})"
                 )
             rows.append(row)
             print(

@@ -1132,11 +1132,16 @@ def test_convex_mil_memory_example_scores_each_fit_against_three_memories(tmp_pa
         assert 0.0 <= row["rotation_filter_auroc"] <= 1.0
     assert json.loads(out.read_text())["rows"] == rows
     filter_params = json.dumps({**tiny, "memory_filter": "pseudo_normality"})
-    filtered = main([*argv, "--params", filter_params, "--rotation-filter"])
+    filtered = main([*argv, "--params", filter_params, "--rotation-filter", "--frozen-filter"])
     assert all(r["contaminating_kept"] <= r["contaminating"] for r in filtered)
     assert any(r["own"] != pytest.approx(r["all"]) for r in filtered)
     assert all(0.0 <= r["filter_auroc"] <= 1.0 for r in filtered)
     assert any(r["rotation"] != pytest.approx(r["all"]) for r in filtered)
+    assert all(0.0 <= r["frozen_filter_auroc"] <= 1.0 for r in filtered)
+    assert all(r["frozen_kept"] <= r["contaminating"] for r in filtered)
+    assert any(r["frozen"] != pytest.approx(r["all"]) for r in filtered)
+    with pytest.raises(SystemExit, match="needs a memory_filter"):
+        main([*argv, "--params", json.dumps(tiny), "--frozen-filter"])
 
 
 def test_freeze_batchnorm_example_scores_like_the_frozen_backbone(tmp_path):
