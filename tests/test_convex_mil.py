@@ -473,6 +473,41 @@ def test_memory_neighbors_sets_k_of_the_memory_filter():
         clone(det).set_params(memory_neighbors=7).fit(X[:7])
 
 
+def test_memory_filter_can_judge_the_untrained_embeddings():
+    X = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    det = ConvexMILDetector(
+        **TINY,
+        n_epochs=1,
+        batch_size=10,
+        memory_filter="pseudo_normality",
+        memory_filter_features="frozen",
+        random_state=0,
+    ).fit(X)
+    # the filter saw the knn-frozen features of the same starting weights ...
+    frozen = det.frozen_features().set_params(normalize=True).fit_transform(X)
+    untrained = clone(det.scorer_.filter).fit(frozen)
+    np.testing.assert_allclose(
+        det.scorer_.filter_.train_scores_, untrained.train_scores_, atol=1e-5
+    )
+    np.testing.assert_array_equal(
+        det.scorer_.inlier_mask_, untrained.train_scores_ >= untrained.offset_
+    )
+    # ... not the trained embeddings eq. 11 scores against
+    trained = clone(det).set_params(memory_filter_features="trained").fit(X)
+    assert not np.allclose(det.scorer_.filter_.train_scores_, trained.scorer_.filter_.train_scores_)
+    Z, Z_new = det.transform(X), det.transform(X[:3])
+    cos = Z_new @ Z[det.scorer_.inlier_mask_].T
+    np.testing.assert_allclose(det.score_samples(X[:3]), cos.max(1) - 1.0, atol=1e-5)
+    # without a filter the setting changes nothing
+    plain = clone(det).set_params(memory_filter=None)
+    np.testing.assert_array_equal(
+        plain.fit(X).score_samples(X),
+        clone(plain).set_params(memory_filter_features="trained").fit(X).score_samples(X),
+    )
+    with pytest.raises(ValueError, match="memory_filter_features"):
+        clone(det).set_params(memory_filter_features="pixels").fit(X)
+
+
 @pytest.mark.parametrize("memory_filter", ["pseudo_normality", "gmm"])
 def test_memory_fraction_sets_the_share_filtered_apart_from_the_candidates(memory_filter):
     det = ConvexMILDetector(**TINY, abnormal_fraction=0.02, memory_filter=memory_filter)

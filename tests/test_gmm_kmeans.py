@@ -267,6 +267,22 @@ def test_filtered_fit_trains_estimator_on_inliers_only():
     assert not hasattr(gmm, "gmm_") and not hasattr(km, "kmeans_")
 
 
+def test_filtered_fit_filter_can_judge_other_features():
+    X, is_outlier = _mixture_with_outliers()
+    shuffled = np.random.default_rng(0).permutation(X)  # rows unrelated to X's
+    gmm = GMMOutlierFilter(max_components=4, contamination=0.05, random_state=0)
+    km = KMeansScorer(max_clusters=6, random_state=0)
+    model = FilteredFit(gmm, km).fit(shuffled, X_filter=X)
+    # the filter sees X and drops its outliers; the estimator sees the other rows
+    reference = FilteredFit(gmm, km).fit(X)
+    np.testing.assert_array_equal(model.inlier_mask_, reference.inlier_mask_)
+    assert not np.any(model.inlier_mask_[is_outlier])
+    direct = clone(km).fit(shuffled[model.inlier_mask_])
+    np.testing.assert_array_equal(model.score_samples(X), direct.score_samples(X))
+    with pytest.raises(ValueError, match="one row per training sample: X has 600 rows"):
+        FilteredFit(gmm, km).fit(X, X_filter=X[:10])
+
+
 def test_filtered_fit_default_filter_is_gmm():
     X = _mixture(n_per_component=20)
     model = FilteredFit(estimator=KMeansScorer(n_clusters=3, random_state=0)).fit(X)

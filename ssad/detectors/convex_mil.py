@@ -127,6 +127,16 @@ class ConvexMILDetector(ImageDetector):
         groups of contaminating anomalies of one kind, which a fixed K lets
         vouch for each other as the training set grows (see the ConvexMIL
         guide for the measurements).
+    memory_filter_features : {"trained", "frozen"}, default="trained"
+        The embeddings the memory filter judges the training images on.
+        ``"trained"``: the learned ones, those eq. 11 scores against.
+        ``"frozen"``: the backbone's before training (the
+        :meth:`frozen_features` of ``knn-frozen``, L2-normalised; one extra
+        pass over the training images before the first epoch).  ``L_mean``
+        pulls every training image, the contaminating anomalies too, towards
+        the centre, so the trained embeddings can hide from the filter the
+        very images it should drop (see the ConvexMIL guide for the
+        measurement).  Unused without ``memory_filter``.
     memory_fraction : float in (0, 0.5] or None, default=None
         Share of the training images the memory filter drops.  None: the
         ``abnormal_fraction`` of the candidate sets.  The two are separate
@@ -359,7 +369,10 @@ class ConvexMILDetector(ImageDetector):
       image: leave-one-out scores for the kept ones).  With eq. 2's K over a
       large training set, a handful of contaminating images of one kind are
       each other's nearest neighbours and look normal;
-      ``memory_neighbors="sqrt"`` grows K with the training set.
+      ``memory_neighbors="sqrt"`` grows K with the training set.  The
+      filter judges the trained embeddings, or with
+      ``memory_filter_features="frozen"`` the untrained ones, which
+      ``L_mean`` has not drawn towards the centre.
     - **Optimiser**: Adam without weight decay; the learning rate rises
       linearly from 0 over ``warmup_epochs`` and then follows a cosine to 0 at
       the end of ``n_epochs``, updated per step.  No epoch is chosen on test
@@ -433,6 +446,7 @@ class ConvexMILDetector(ImageDetector):
             StrOptions({"sqrt"}),
             None,
         ],
+        "memory_filter_features": [StrOptions({"trained", "frozen"})],
         "memory_fraction": [Interval(numbers.Real, 0, 0.5, closed="right"), None],
         "sampling": [StrOptions(set(SAMPLINGS))],
         "convex_temperature": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -468,6 +482,7 @@ class ConvexMILDetector(ImageDetector):
         anchor: str = "convex",
         memory_filter: str | None = None,
         memory_neighbors: int | str | None = None,
+        memory_filter_features: str = "trained",
         memory_fraction: float | None = None,
         sampling: str = "paper",
         convex_temperature: float = 1.0,
@@ -506,6 +521,7 @@ class ConvexMILDetector(ImageDetector):
         self.anchor = anchor
         self.memory_filter = memory_filter
         self.memory_neighbors = memory_neighbors
+        self.memory_filter_features = memory_filter_features
         self.memory_fraction = memory_fraction
         self.sampling = sampling
         self.convex_temperature = convex_temperature
@@ -627,7 +643,23 @@ class ConvexMILDetector(ImageDetector):
             self.projection_head_ = head.to(self.device_)
         self.center_: np.ndarray | None = None
         self.loss_curve_: list[float] = []
+        self._untrained_embeddings: np.ndarray | None = None
+        if self.memory_filter is not None and self.memory_filter_features == "frozen":
+            # what frozen_features() gives, from this very encoder before its first step
+            for part in (self.encoder_, self.rotation_head_, self.projection_head_):
+                if part is not None:
+                    part.eval()
+            self._untrained_embeddings = self._embed(X, "embed untrained")
         self._train(X, rng)
+
+    def _fit_scorer(self, X: ImageSet, rng: np.random.Generator) -> np.ndarray:
+        """Eq. 11's reference set, the memory filter fed the untrained embeddings if asked."""
+        untrained, self._untrained_embeddings = self._untrained_embeddings, None
+        if untrained is None:
+            return super()._fit_scorer(X, rng)
+        self.scorer_ = self._make_scorer().fit(self._embed(X, "embed"), X_filter=untrained)
+        train_scores: np.ndarray = self.scorer_.train_scores_
+        return train_scores
 
     def _train(self, X: ImageSet, rng: np.random.Generator) -> None:
         module = nn.ModuleDict({"encoder": self.encoder_})

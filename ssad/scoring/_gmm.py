@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.mixture import GaussianMixture
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from ssad.base import BaseDetector
 from ssad.scoring._kmeans import _MAX_SEED, _convergence_warnings_to_log, _n_distinct_rows
@@ -348,7 +348,10 @@ class FilteredFit(BaseDetector):
 
     ``fit`` fits a clone of ``filter`` on ``X``, drops the rows it predicts as
     outliers, and fits a clone of ``estimator`` on the rest.  Scoring is the
-    fitted ``estimator``'s.
+    fitted ``estimator``'s.  ``fit(X, X_filter=F)`` lets the filter judge the
+    training samples on other features ``F`` (one row per row of ``X``) than
+    those the estimator is fitted on, e.g. the untrained features of a
+    network whose training has drawn the outliers towards the normal data.
 
     This is a meta-estimator rather than a pipeline step because scikit-learn
     transformers cannot drop rows: a :class:`sklearn.pipeline.Pipeline` passes
@@ -446,21 +449,53 @@ class FilteredFit(BaseDetector):
         self.estimator = estimator
         self.contamination = contamination
 
-    def _fit(self, X: np.ndarray) -> np.ndarray:
+    def fit(self, X: Any, y: Any = None, X_filter: Any = None) -> FilteredFit:
+        """Fit the filter, then the estimator on the training rows the filter keeps.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data of the estimator (and of the filter, unless
+            ``X_filter`` is given).
+        y : None
+            Ignored; present for API consistency.
+        X_filter : array-like of shape (n_samples, n_filter_features), optional
+            The features the filter judges the training samples on, one row
+            per row of ``X``; default ``X``.
+
+        Returns
+        -------
+        self : FilteredFit
+            The fitted meta-estimator.
+        """
+        if X_filter is None:
+            return super().fit(X)
+        return super().fit(X, X_filter=X_filter)
+
+    def _fit(self, X: np.ndarray, X_filter: Any = None) -> np.ndarray:
         if self.estimator is None:
             raise ValueError(
                 f"{type(self).__name__} needs a downstream 'estimator' (e.g. KMeansScorer()); "
                 "got None."
             )
+        if X_filter is None:
+            X_filter = X
+        else:
+            X_filter = check_array(X_filter, dtype=[np.float64, np.float32])
+            if X_filter.shape[0] != X.shape[0]:
+                raise ValueError(
+                    f"X_filter must have one row per training sample: X has {X.shape[0]} rows, "
+                    f"X_filter {X_filter.shape[0]}."
+                )
         self.filter_ = clone(self.filter if self.filter is not None else GMMOutlierFilter())
-        self.filter_.fit(X)
+        self.filter_.fit(X_filter)
         if hasattr(self.filter_, "train_scores_") and hasattr(self.filter_, "offset_"):
             # an ssad detector: its training outliers are those of its own training scores
             # (leave-one-out for KNNScorer), not of predict(X), where each row is its own
             # nearest neighbour
             keep = self.filter_.train_scores_ >= self.filter_.offset_
         else:
-            keep = np.asarray(self.filter_.predict(X)) == 1
+            keep = np.asarray(self.filter_.predict(X_filter)) == 1
         n_kept = int(np.sum(keep))
         if n_kept == 0:
             raise ValueError(
