@@ -135,8 +135,11 @@ class ConvexMILDetector(ImageDetector):
         pass over the training images before the first epoch).  ``L_mean``
         pulls every training image, the contaminating anomalies too, towards
         the centre, so the trained embeddings can hide from the filter the
-        very images it should drop (see the ConvexMIL guide for the
-        measurement).  Unused without ``memory_filter``.
+        very images it should drop.  On Fashion-MNIST 5 % with 1000 images
+        per class and ``memory_neighbors="sqrt"`` it lifted the full
+        method by 0.9 points; with 300 images per class and K = 5 it cost
+        0.2 (the ConvexMIL guide, "Where the full method loses").  Unused
+        without ``memory_filter``.
     memory_fraction : float in (0, 0.5] or None, default=None
         Share of the training images the memory filter drops.  None: the
         ``abnormal_fraction`` of the candidate sets.  The two are separate
