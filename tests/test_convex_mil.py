@@ -456,16 +456,20 @@ def test_memory_filter_drops_the_least_normal_training_images(memory_filter):
     assert det.train_scores_.shape == (20,)
 
 
+def _fit_with_eq2_memory_filter(X, **params):
+    """A one-epoch tiny fit with eq. 2 as the memory filter."""
+    return (
+        ConvexMILDetector(
+            **TINY, n_epochs=1, batch_size=10, memory_filter="pseudo_normality", random_state=0
+        )
+        .set_params(**params)
+        .fit(X)
+    )
+
+
 def test_memory_neighbors_sets_k_of_the_memory_filter():
     X = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
-    det = ConvexMILDetector(
-        **TINY,
-        n_epochs=1,
-        batch_size=10,
-        memory_filter="pseudo_normality",
-        memory_neighbors="sqrt",
-        random_state=0,
-    ).fit(X)
+    det = _fit_with_eq2_memory_filter(X, memory_neighbors="sqrt")
     assert det.scorer_.filter_.n_neighbors_ == 5  # ceil(sqrt(20))
     default = clone(det).set_params(memory_neighbors=None)._make_scorer()
     assert default.filter.n_neighbors == det.n_batch_neighbors  # eq. 2's K
@@ -475,14 +479,7 @@ def test_memory_neighbors_sets_k_of_the_memory_filter():
 
 def test_memory_filter_can_judge_the_untrained_embeddings():
     X = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
-    det = ConvexMILDetector(
-        **TINY,
-        n_epochs=1,
-        batch_size=10,
-        memory_filter="pseudo_normality",
-        memory_filter_features="frozen",
-        random_state=0,
-    ).fit(X)
+    det = _fit_with_eq2_memory_filter(X, memory_filter_features="frozen")
     # the filter saw the knn-frozen features of the same starting weights ...
     frozen = det.frozen_features().set_params(normalize=True).fit_transform(X)
     untrained = clone(det.scorer_.filter).fit(frozen)
