@@ -137,9 +137,10 @@ class ConvexMILDetector(ImageDetector):
         the centre, so the trained embeddings can hide from the filter the
         very images it should drop.  On Fashion-MNIST 5 % with 1000 images
         per class and ``memory_neighbors="sqrt"`` it lifted the full
-        method by 0.9 points; at 10 % with 300 images per class and K = 5
-        it cost 0.2 (one seed each; the ConvexMIL guide, "Where the full
-        method loses").  Unused
+        method by 0.9 points; at 10 % with 300 images per class it cost
+        0.2 with K = 5 and added 0.35 with ``memory_neighbors="sqrt"``
+        (one seed each; the ConvexMIL guide, "Where the full method
+        loses").  Unused
         without ``memory_filter``.
     memory_fraction : float in (0, 0.5] or None, default=None
         Share of the training images the memory filter drops.  None: the
