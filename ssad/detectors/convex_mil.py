@@ -139,11 +139,12 @@ class ConvexMILDetector(ImageDetector):
         per class and ``memory_neighbors="sqrt"`` it lifted the full
         method by 0.9 points; at 10 % with 300 images per class it cost
         0.2 with K = 5 and added 0.35 with ``memory_neighbors="sqrt"``.
-        On MNIST-5k (300 images per class, ``memory_neighbors="sqrt"``)
-        it cost the full method 0.2 to 0.5 at every gamma against eq. 2
-        with K = 5 on the trained embeddings, so it is not the default
-        (one seed each; the ConvexMIL guide, "Where the full method
-        loses").  Unused without ``memory_filter``.
+        On MNIST-5k (300 images per class), "frozen" with
+        ``memory_neighbors="sqrt"`` cost the full method 0.2 to 0.5 at
+        every gamma against eq. 2 with K = 5 on the trained embeddings
+        (at 2 %, 0.33 of it this option, the rest K), so it is not the
+        default (one seed each; the ConvexMIL guide, "Where the full
+        method loses").  Unused without ``memory_filter``.
     memory_fraction : float in (0, 0.5] or None, default=None
         Share of the training images the memory filter drops.  None: the
         ``abnormal_fraction`` of the candidate sets.  The two are separate
