@@ -4,7 +4,9 @@ Eq. 11 scores a test image by its nearest training image, so a test anomaly
 like one of the contaminating anomalies scores as normal whatever the
 encoder learned.  This script fits the pretrained variant's loss terms (as
 ``examples/convex_mil_terms.py``) on the runner's contaminated splits and
-scores each fit three ways, with the same encoder:
+scores each fit three ways, with the same encoder (``--terms`` picks among
+``full``, ``rot-conv``, ``rot-mean`` and ``rotation-only``; by default all
+but ``rot-mean``):
 
 - ``own``: against the memory the detector keeps (its ``memory_filter``),
   the detector's own scores;
@@ -53,6 +55,7 @@ PRESET_96 = (
 TERMS = {
     "full": {},
     "rot-conv": {"lambda_mean": 0.0},
+    "rot-mean": {"use_convex": False},
     "rotation-only": {"use_convex": False, "lambda_mean": 0.0},
 }
 
@@ -90,7 +93,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--ratio", type=float, default=0.1, help="contamination share")
-    parser.add_argument("--terms", nargs="+", choices=list(TERMS), default=list(TERMS))
+    parser.add_argument(
+        "--terms",
+        nargs="+",
+        choices=list(TERMS),
+        default=["full", "rot-conv", "rotation-only"],
+    )
     parser.add_argument(
         "--params", default=PRESET_96, help="JSON set_params of every fit (default: the 96 px one)"
     )

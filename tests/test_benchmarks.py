@@ -1132,7 +1132,9 @@ def test_convex_mil_memory_example_scores_each_fit_against_three_memories(tmp_pa
         assert 0.0 <= row["rotation_filter_auroc"] <= 1.0
     assert json.loads(out.read_text())["rows"] == rows
     filter_params = json.dumps({**tiny, "memory_filter": "pseudo_normality"})
+    argv[-2:] = ["rot-mean", "rotation-only"]  # L_mean without L_conv
     filtered = main([*argv, "--params", filter_params, "--rotation-filter", "--frozen-filter"])
+    assert [r["term"] for r in filtered] == ["rot-mean", "rotation-only"] * 2
     assert all(r["contaminating_kept"] <= r["contaminating"] for r in filtered)
     assert any(r["own"] != pytest.approx(r["all"]) for r in filtered)
     assert all(0.0 <= r["filter_auroc"] <= 1.0 for r in filtered)
