@@ -15,12 +15,14 @@ but ``rot-mean``):
   anomalies.  This reads the contamination labels, which no detector may:
   it is a diagnostic of where a loss term costs, not a method.
 
-It also prints how many contaminating images the memory filter kept and
-how well its training scores rank them (AUROC, contaminating images
-positive).  If a term loses to another with the detector's own memory but
-not against the clean one, its cost goes through the memory (the anomalies
-it learned to embed close to the test anomalies), not through what it does
-to the normal images.
+It also prints how many contaminating images the memory filter kept and how
+well its training scores rank them (AUROC, contaminating images positive),
+and writes how many training images eqs. 1-3 placed in an abnormal
+candidate set in the last epoch and how many of those are contaminating
+images.  If a term loses to another with the detector's own memory but not
+against the clean one, its cost goes through the memory (the anomalies it
+learned to embed close to the test anomalies), not through what it does to
+the normal images.
 
 ``--rotation-filter`` adds a fourth memory for the terms with a rotation
 head: the training images whose four rotations the head predicts best
@@ -163,6 +165,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 "filter_auroc": None
                 if filter_scores is None
                 else float(roc_auc_score(contaminating, -filter_scores)),
+                # eqs. 1-3 in the last epoch: how many contaminating images they caught
+                "abnormal_candidates": int(det.abnormal_candidates_.sum()),
+                "abnormal_candidates_contaminating": int(
+                    (det.abnormal_candidates_ & contaminating).sum()
+                ),
             }
             rot_text = ""
             if args.rotation_filter and det.rotation_head_ is not None:

@@ -1126,6 +1126,10 @@ def test_convex_mil_memory_example_scores_each_fit_against_three_memories(tmp_pa
         assert row["own"] == pytest.approx(row["all"])  # the detector's eq. 11 itself
         assert 0.0 <= row["clean"] <= 1.0
         assert row["filter_auroc"] is None  # no filter, no ranking
+        caught = row["abnormal_candidates_contaminating"]
+        assert 0 <= caught <= min(row["abnormal_candidates"], row["contaminating"])
+        # only L_conv splits the batches into candidate sets
+        assert (row["abnormal_candidates"] > 0) == (row["term"] == "rot-conv")
         # the rotation filter drops as many as the detector's own: none here
         assert row["rotation"] == pytest.approx(row["all"])
         assert row["rotation_kept"] == 4
