@@ -1137,8 +1137,13 @@ def test_convex_mil_memory_example_scores_each_fit_against_three_memories(tmp_pa
     assert json.loads(out.read_text())["rows"] == rows
     filter_params = json.dumps({**tiny, "memory_filter": "pseudo_normality"})
     argv[-2:] = ["rot-mean", "rotation-only"]  # L_mean without L_conv
+    argv += ["--score-neighbors", "1", "3"]
     filtered = main([*argv, "--params", filter_params, "--rotation-filter", "--frozen-filter"])
     assert [r["term"] for r in filtered] == ["rot-mean", "rotation-only"] * 2
+    for r in filtered:  # K = 1 is eq. 11, the detector's own score with its own memory
+        k1 = (r["own_k1"], r["all_k1"], r["clean_k1"])
+        assert k1 == pytest.approx((r["own"], r["all"], r["clean"]))
+    assert any(r["all_k3"] != pytest.approx(r["all"]) for r in filtered)
     assert all(r["contaminating_kept"] <= r["contaminating"] for r in filtered)
     assert any(r["own"] != pytest.approx(r["all"]) for r in filtered)
     assert all(0.0 <= r["filter_auroc"] <= 1.0 for r in filtered)
