@@ -505,6 +505,27 @@ def test_memory_filter_can_judge_the_untrained_embeddings():
         clone(det).set_params(memory_filter_features="pixels").fit(X)
 
 
+def test_score_neighbors_sums_the_similarities_to_the_k_nearest_kept_images():
+    X = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    det = _fit_with_eq2_memory_filter(X, score_neighbors=3)
+    Z, Z_new = det.transform(X), det.transform(X[:4])
+    cos = np.sort(Z_new @ Z[det.scorer_.inlier_mask_].T, axis=1)[:, ::-1]
+    np.testing.assert_allclose(det.score_samples(X[:4]), cos[:, :3].sum(1) - 3.0, atol=1e-5)
+    # 1 is eq. 11, the nearest kept image
+    eq11 = clone(det).set_params(score_neighbors=1).fit(X)
+    Z = eq11.transform(X)
+    cos = Z[:4] @ Z[eq11.scorer_.inlier_mask_].T
+    np.testing.assert_allclose(eq11.score_samples(X[:4]), cos.max(1) - 1.0, atol=1e-5)
+    # K + 1 = 10 kept images at 90 % kept: at least ceil(10 / 0.9) = 12 training images
+    with pytest.raises(ValueError, match="needs at least 12 training images"):
+        clone(det).set_params(score_neighbors=9).fit(X[:10])
+    plain = clone(det).set_params(memory_filter=None, score_neighbors=9)
+    with pytest.raises(ValueError, match="needs at least 10 training images"):
+        plain.fit(X[:9])
+    with pytest.raises(ValueError, match="score_neighbors"):
+        clone(det).set_params(score_neighbors=0).fit(X)
+
+
 @pytest.mark.parametrize("memory_filter", ["pseudo_normality", "gmm"])
 def test_memory_fraction_sets_the_share_filtered_apart_from_the_candidates(memory_filter):
     det = ConvexMILDetector(**TINY, abnormal_fraction=0.02, memory_filter=memory_filter)

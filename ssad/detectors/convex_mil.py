@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import os
 from collections.abc import Callable
@@ -145,6 +146,17 @@ class ConvexMILDetector(ImageDetector):
         (at 2 %, 0.33 of it this option, the rest K), so it is not the
         default (one seed each; the ConvexMIL guide, "Where the full
         method loses").  Unused without ``memory_filter``.
+    score_neighbors : int >= 1, default=1
+        K of the score.  1: eq. 11, the cosine similarity to the nearest
+        training embedding (of the memory the filter keeps).  K > 1 (beyond
+        the paper): the sum of the cosine similarities to the K nearest, so
+        a handful of contaminating anomalies in the memory vouch for a test
+        anomaly only where K of them lie near it.  On Fashion-MNIST 5 %
+        with 1000 images per class, K = 10 (chosen on other classes)
+        lifted both the full method and its rotation-only ablation by 1.3
+        to 3.0 points with the ``"pseudo_normality"`` filter, through the
+        contaminating images the filter kept; against a memory without
+        them it did not help (the ConvexMIL guide has the measurement).
     memory_fraction : float in (0, 0.5] or None, default=None
         Share of the training images the memory filter drops.  None: the
         ``abnormal_fraction`` of the candidate sets.  The two are separate
@@ -395,7 +407,8 @@ class ConvexMILDetector(ImageDetector):
       data: the last epoch is kept.
     - **Score** (eq. 11): ``max_j cos(z, z_j) - 1`` over the training
       embeddings (:class:`~ssad.scoring.KNNScorer`, ``metric="cosine"``,
-      ``n_neighbors=1``); the ranking is that of eq. 11.  ``offset_`` comes
+      ``n_neighbors=1``); the ranking is that of eq. 11.  ``score_neighbors``
+      > 1 sums the similarities to that many nearest instead.  ``offset_`` comes
       from leave-one-out training scores (each training image against the
       others), so ``predict`` flags about ``contamination`` of new normal
       images.
@@ -464,6 +477,7 @@ class ConvexMILDetector(ImageDetector):
         ],
         "memory_filter_features": [StrOptions({"trained", "frozen"})],
         "memory_fraction": [Interval(numbers.Real, 0, 0.5, closed="right"), None],
+        "score_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
         "sampling": [StrOptions(set(SAMPLINGS))],
         "convex_temperature": [Interval(numbers.Real, 0, None, closed="neither")],
         "lambda_mean": [Interval(numbers.Real, 0, None, closed="left")],
@@ -500,6 +514,7 @@ class ConvexMILDetector(ImageDetector):
         memory_neighbors: int | str | None = None,
         memory_filter_features: str = "trained",
         memory_fraction: float | None = None,
+        score_neighbors: int = 1,
         sampling: str = "paper",
         convex_temperature: float = 1.0,
         lambda_mean: float = 1.0,
@@ -539,6 +554,7 @@ class ConvexMILDetector(ImageDetector):
         self.memory_neighbors = memory_neighbors
         self.memory_filter_features = memory_filter_features
         self.memory_fraction = memory_fraction
+        self.score_neighbors = score_neighbors
         self.sampling = sampling
         self.convex_temperature = convex_temperature
         self.lambda_mean = lambda_mean
@@ -599,7 +615,7 @@ class ConvexMILDetector(ImageDetector):
         return backbone_features(self.encoder_, x, "auto")
 
     def _make_scorer(self) -> KNNScorer | FilteredFit:
-        knn = KNNScorer(metric="cosine", n_neighbors=1)  # eq. 11
+        knn = KNNScorer(metric="cosine", n_neighbors=self.score_neighbors)  # eq. 11 with 1
         if self.memory_filter is None:
             return knn
         fraction = self.abnormal_fraction if self.memory_fraction is None else self.memory_fraction
@@ -616,13 +632,18 @@ class ConvexMILDetector(ImageDetector):
         return FilteredFit(memory_filter, knn)
 
     def _min_train_images(self) -> int:
+        # the score's K nearest are searched among the other kept images
+        n_score = self.score_neighbors + 1
         if not self.memory_filter:
-            return 2
+            return max(2, n_score)
+        fraction = self.abnormal_fraction if self.memory_fraction is None else self.memory_fraction
+        n_score = math.ceil(n_score / (1 - fraction))
         if self.memory_filter == "gmm":
-            return 2
+            return max(2, n_score)
         if self.memory_neighbors is not None:
-            return 2 if self.memory_neighbors == "sqrt" else max(2, int(self.memory_neighbors) + 1)
-        return max(2, self.n_batch_neighbors + 1)
+            k = 1 if self.memory_neighbors == "sqrt" else int(self.memory_neighbors)
+            return max(2, k + 1, n_score)
+        return max(2, self.n_batch_neighbors + 1, n_score)
 
     def _check_objective(self) -> None:
         check_crop_scale(self.crop_scale, "crop_scale", "ConvexMILDetector")
