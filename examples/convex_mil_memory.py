@@ -35,8 +35,8 @@ features (``knn-frozen-unit``), which the training has not drawn together,
 again dropping as many images.
 
 ``--score-neighbors K [K ...]`` also scores each fit against the memories
-``own``, ``all`` and ``clean`` with the mean cosine similarity to the K
-nearest memory images instead of the nearest one (eq. 11 is K = 1; the
+``own``, ``all`` and ``clean`` with the sum of the cosine similarities to
+the K nearest memory images instead of the nearest one (eq. 11 is K = 1; the
 ``-unit`` baselines' kNN uses K = 2): a few contaminating images the filter
 keeps stand in for their test class only if K of them are there.  The rows
 get ``own_k{K}``, ``all_k{K}`` and ``clean_k{K}``.

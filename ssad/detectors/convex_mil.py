@@ -154,9 +154,10 @@ class ConvexMILDetector(ImageDetector):
         anomaly only where K of them lie near it.  On Fashion-MNIST 5 %
         with 1000 images per class, K = 10 (chosen on other classes)
         lifted both the full method and its rotation-only ablation by 1.3
-        to 3.0 points with the ``"pseudo_normality"`` filter, through the
-        contaminating images the filter kept; against a memory without
-        them it did not help (the ConvexMIL guide has the measurement).
+        to 3.0 points with the ``"pseudo_normality"`` filter
+        (``memory_neighbors="sqrt"``), mostly through the contaminating
+        images the filter kept; against a memory without them it helped
+        little or cost (the ConvexMIL guide has the measurement).
     memory_fraction : float in (0, 0.5] or None, default=None
         Share of the training images the memory filter drops.  None: the
         ``abnormal_fraction`` of the candidate sets.  The two are separate
