@@ -157,8 +157,8 @@ class ConvexMILDetector(ImageDetector):
         to 3.0 points with the ``"pseudo_normality"`` filter
         (``memory_neighbors="sqrt"``), mostly through the contaminating
         images the filter kept; against a memory without them it helped
-        little or cost.  It does not favour the full method: in four of
-        the five settings measured it lifted the ablation more (the
+        little or cost.  It does not favour the full method: in six of
+        the seven settings measured it did more for the ablation (the
         ConvexMIL guide has the measurements).
     memory_fraction : float in (0, 0.5] or None, default=None
         Share of the training images the memory filter drops.  None: the
